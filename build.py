@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Build and test the QEMU snapshot-identity series.
+
+Runs on the system python3 (standard library only): `setup` creates the
+project venv that everything else uses. See README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import stages, testrun  # noqa: E402
+from harness.errors import HarnessError, UsageError  # noqa: E402
+from harness.pipeline import Context, Stage, run_stages  # noqa: E402
+
+
+def _test_stage(suites: list[str], extra: tuple[str, ...]) -> list[Stage]:
+    def make(name):
+        return Stage(f"test-{name}",
+                     lambda ctx, log: testrun.run_suite(ctx.layout, testrun.SUITES[name],
+                                                        log, extra))
+    return [make(s) for s in suites]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="build.py", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="echo command output while stages run")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name, help_):
+        return sub.add_parser(name, help=help_, description=help_)
+
+    def import_opts(sp):
+        sp.add_argument("--source", choices=("debian", "git"), default="debian",
+                        help="baseline route: Debian source package (default, offline "
+                             "from a Debian mirror) or upstream git tag (needs network)")
+        sp.add_argument("--tarball", type=Path,
+                        help="use this copy of the pinned orig tarball (sha256-checked)")
+        sp.add_argument("--git-url", help="upstream git URL or local clone for --source git")
+
+    def build_opts(sp):
+        sp.add_argument("--only", choices=("patched", "stock", "patched-asan"),
+                        help="build just this one")
+        sp.add_argument("--asan", action="store_true",
+                        help="also build the patched tree with AddressSanitizer (build-asan/)")
+        sp.add_argument("-j", "--jobs", type=int, help="ninja parallelism")
+
+    sp = add("all", "setup, import, apply, build (patched + stock), images; the default")
+    import_opts(sp)
+    build_opts(sp)
+    add("setup", stages.STAGES["setup"].help)
+    import_opts(add("import", stages.STAGES["import"].help))
+    sp = add("apply", stages.STAGES["apply"].help)
+    sp.add_argument("--reset", action="store_true",
+                    help="set aside a diverged series branch (kept as a backup branch)")
+    build_opts(add("build", stages.STAGES["build"].help))
+    add("images", stages.STAGES["images"].help)
+    add("export", stages.STAGES["export"].help)
+    add("status", stages.STAGES["status"].help)
+    sp = add("clean", stages.STAGES["clean"].help)
+    sp.add_argument("--trees", action="store_true", help="remove qemu/ and qemu-stock/ too")
+    sp.add_argument("--force", action="store_true", help="even with unexported work")
+    sp = add("paths", "print where the built binaries are")
+    sp.add_argument("--json", action="store_true", help="JSON (the stable interface)")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--stock", action="store_true", help="the unpatched build")
+    g.add_argument("--asan", action="store_true", help="the patched ASan build")
+    sp = add("test", "run the tests: harness unit tests, then QEMU tests on real guests")
+    sp.add_argument("--suite", action="append", choices=sorted(testrun.SUITES),
+                    help="run only this suite (repeatable); default: unit and qemu")
+    sp.add_argument("--iotests", action="store_true", help="also run the upstream iotests")
+    sp.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    command = args.command or "all"
+    ctx = Context(verbose=args.verbose)
+    ctx.options = {k: v for k, v in vars(args).items() if k not in ("command", "verbose")}
+    try:
+        if command == "paths":
+            profile = "stock" if args.stock else "patched-asan" if args.asan else "patched"
+            text = stages.paths_json(ctx, profile)
+            if args.json:
+                print(text)
+            else:
+                import json
+                for k, v in json.loads(text).items():
+                    print(f"{k:<20} {v}")
+            return 0
+        if command == "all":
+            run_stages([stages.STAGES[s] for s in stages.ALL], ctx)
+            print()
+            print(stages.paths_json(ctx, "patched"))
+            return 0
+        if command == "test":
+            suites = args.suite or ["unit", "qemu"] + (["iotests"] if args.iotests else [])
+            run_stages(_test_stage(suites, tuple(args.pytest_args)), ctx)
+            return 0
+        if command not in stages.STAGES:
+            raise UsageError(f"unknown command {command}")
+        run_stages([stages.STAGES[command]], ctx)
+        return 0
+    except HarnessError as exc:
+        print(exc.render(), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

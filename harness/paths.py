@@ -1,0 +1,28 @@
+"""Where the binaries of a build are (``build.py paths --json``)."""
+
+from __future__ import annotations
+
+from .config import BuildProfile, Layout
+from .errors import BuildFailed
+
+BINARIES = {
+    "qemu-system-x86_64": "qemu-system-x86_64",
+    "qemu-img": "qemu-img",
+    "qemu-io": "qemu-io",
+    "qemu-nbd": "qemu-nbd",
+}
+
+
+def build_paths(profile: BuildProfile, layout: Layout) -> dict[str, str]:
+    """Absolute paths of a finished build; BuildFailed when any is missing."""
+    bdir = profile.build_dir(layout)
+    paths = {key: str(bdir / rel) for key, rel in BINARIES.items()}
+    paths["build-dir"] = str(bdir)
+    paths["source-dir"] = str(profile.source(layout))
+    missing = [k for k in BINARIES if not (bdir / BINARIES[k]).is_file()]
+    if missing:
+        flag = {"stock": " --stock", "patched-asan": " --asan"}.get(profile.name, "")
+        raise BuildFailed(
+            f"the {profile.name} build is missing {', '.join(missing)} (in {bdir})",
+            hint=f"run `python3 build.py` (everything) or `python3 build.py build{flag}`")
+    return paths

@@ -1,0 +1,50 @@
+"""Run the test suites in the project venv, results under out/results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .bootstrap import venv_python
+from .config import Layout
+from .errors import TestsFailed
+from .runner import StageLog, run
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    paths: tuple[str, ...]
+    markers: str | None = None
+    extra: tuple[str, ...] = ()
+
+
+SUITES = {
+    "unit": Suite("unit", ("tests/unit",)),
+    "qemu": Suite("qemu", ("tests/qemu",), markers="not iotests"),
+    "iotests": Suite("iotests", ("tests/qemu",), markers="iotests"),
+}
+
+
+def pytest_argv(layout: Layout, suite: Suite, extra: tuple[str, ...] = ()) -> list[str]:
+    results = layout.results
+    argv = [str(venv_python(layout)), "-m", "pytest", *suite.paths,
+            f"--junitxml={results / ('junit-' + suite.name + '.xml')}",
+            "-o", f"junit_suite_name={suite.name}", "-ra"]
+    if suite.name != "unit":
+        argv.append(f"--results-dir={results / suite.name}")
+    if suite.markers:
+        argv += ["-m", suite.markers]
+    return argv + list(suite.extra) + list(extra)
+
+
+def run_suite(layout: Layout, suite: Suite, log: StageLog,
+              extra: tuple[str, ...] = ()) -> str:
+    layout.results.mkdir(parents=True, exist_ok=True)
+    res = run(pytest_argv(layout, suite, extra), log, cwd=layout.root, check=False)
+    tail = [ln for ln in res.stdout.splitlines() if ln.strip()][-1:] or ["no output"]
+    summary = tail[0].strip("= ")
+    if res.returncode not in (0,):
+        raise TestsFailed(f"{suite.name} tests failed: {summary}",
+                          hint=f"per-test logs under {layout.results / suite.name}; "
+                               f"JUnit XML in {layout.results}")
+    return f"{suite.name}: {summary}"
