@@ -1,0 +1,256 @@
+"""Fixtures of the real-guest test rig (see tests/qemu/lib/__init__.py for the modules).
+
+Run:  .venv/bin/pytest tests/qemu --results-dir out/results [-m "not iotests"] [--builds stock]
+
+Fixtures for tests (names are the interface; series tests build on them):
+  build          session, parametrized over --builds (default patched,stock): a QemuBuild,
+                 or a skip naming `python3 build.py` when that build is missing
+  monitor        "hmp" or "qmp" (parametrized)
+  guest          session: images.Guest (kernel, initrd, cmdline, manifest)
+  test_dir       this test's own directory under <results-dir>/tests/ (named in failure reports)
+  booted_state   session, per build: a guest cold-booted once and migrated to a file
+  vm_factory     start(name="vm", *, fast=True, disk=None, disk_format="qcow2", profile=...)
+                 -> a launched VM (fast: -incoming from booted_state); all shut down at teardown
+  vm             a fast-started VM with a fresh qcow2 disk whose guest counter is running
+  snapshots      lib.snapshots.SnapshotOps for (vm, monitor): save/load/delete/tags/stop/cont
+  make_disk      make_disk(name, fmt="qcow2", size="64M") -> Path in test_dir
+Markers: series (xfail strict on stock; must pass on patched), iotests (upstream qemu-iotests).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import images  # noqa: E402  (stdlib-only package at the repository root)
+from tests.qemu.lib import builds, procs, timings  # noqa: E402
+from tests.qemu.lib.builds import QemuBuild  # noqa: E402
+from tests.qemu.lib.errors import BuildMissing  # noqa: E402
+from tests.qemu.lib.machine import DEFAULT_PROFILE, VM, MachineProfile, accel_from_env  # noqa: E402
+from tests.qemu.lib.snapshots import for_monitor  # noqa: E402
+
+DISK_SIZE = "64M"
+LOGS_KEY = pytest.StashKey[Path]()
+
+
+# -- options, markers, collection ----------------------------------------------------
+
+def pytest_addoption(parser):
+    group = parser.getgroup("qemu rig")
+    group.addoption("--results-dir", default="out/results",
+                    help="where per-test logs, booted states and iotests output go (default out/results)")
+    group.addoption("--builds", default="patched,stock",
+                    help="comma-separated builds to test: patched, stock (default both)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "series: tests a feature of the patch series "
+                                       "(xfail strict on the stock build, must pass on patched)")
+    config.addinivalue_line("markers", "iotests: runs upstream qemu-iotests (deselect with -m 'not iotests')")
+    config.addinivalue_line("markers", "coldboot: boots the guest from scratch")
+
+
+def _build_names(config) -> list[str]:
+    names = [b.strip() for b in config.getoption("--builds").split(",") if b.strip()]
+    bad = [b for b in names if b not in builds.BUILDS]
+    if bad:
+        raise pytest.UsageError(f"--builds: unknown {bad}; use {','.join(builds.BUILDS)}")
+    return names
+
+
+def pytest_generate_tests(metafunc):
+    if "build" in metafunc.fixturenames:
+        metafunc.parametrize("build", _build_names(metafunc.config), indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("series") is None:
+            continue
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or "build" not in callspec.params:
+            raise pytest.UsageError(f"{item.nodeid}: a series test must use the `build` fixture")
+        if callspec.params["build"] == "stock":
+            item.add_marker(pytest.mark.xfail(strict=True, reason="series feature: absent from stock QEMU"))
+
+
+# -- failure report names the test's directory ---------------------------------------
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    logs = item.stash.get(LOGS_KEY, None)
+    if logs is not None and rep.when == "call":
+        item.user_properties.append(("logs", str(logs)))
+    if logs is not None and rep.failed:
+        rep.sections.append(("qemu rig logs", f"test directory (command lines, console, qmp/hmp traffic): {logs}"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    left = procs.kill_leftovers()
+    results = getattr(session.config, "_rig_results", None)
+    if results is not None:
+        timings.write(results / "timings.json")
+    if left:
+        msg = "QEMU processes left running by the rig (killed now): " + ", ".join(
+            f"pid {pid} ({label})" for pid, label in left)
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        if tr:
+            tr.write_line("ERROR: " + msg, red=True)
+        else:
+            print("ERROR: " + msg, file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+record_timing = timings.record
+
+
+# -- fixtures --------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def results_dir(pytestconfig) -> Path:
+    path = Path(pytestconfig.getoption("--results-dir"))
+    if not path.is_absolute():
+        path = Path(pytestconfig.invocation_params.dir) / path
+    path.mkdir(parents=True, exist_ok=True)
+    pytestconfig._rig_results = path
+    return path
+
+
+@pytest.fixture(scope="session")
+def build(request) -> QemuBuild:
+    try:
+        return builds.resolve(request.param)
+    except BuildMissing as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(params=["hmp", "qmp"])
+def monitor(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def guest(results_dir):
+    log_path = results_dir / "images.log"
+    with open(log_path, "a") as log:
+        t0 = time.monotonic()
+        g = images.ensure_guest(log=lambda m: print(m, file=log, flush=True))
+        record_timing("guest_image_seconds", time.monotonic() - t0)
+    return g
+
+
+def _safe(nodeid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", nodeid.split("::", 1)[-1]).strip("_")[:120]
+
+
+@pytest.fixture
+def test_dir(request, results_dir) -> Path:
+    mod = Path(request.node.nodeid.split("::")[0]).stem
+    path = results_dir / "tests" / mod / _safe(request.node.nodeid)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    request.node.stash[LOGS_KEY] = path
+    return path
+
+
+def _make_disk(build: QemuBuild, path: Path, fmt: str = "qcow2", size: str = DISK_SIZE) -> Path:
+    return images.make_disk(build.img, path, fmt, size)
+
+
+@pytest.fixture
+def make_disk(build, test_dir):
+    def make(name: str, fmt: str = "qcow2", size: str = DISK_SIZE) -> Path:
+        return _make_disk(build, test_dir / name, fmt, size)
+    return make
+
+
+class BootedState:
+    """A guest cold-booted once per session and build, migrated into ``path``."""
+
+    def __init__(self, path: Path, profile: MachineProfile, boot_seconds: float, counter: int):
+        self.path = path
+        self.profile = profile
+        self.boot_seconds = boot_seconds
+        self.counter = counter
+
+
+@pytest.fixture(scope="session")
+def booted_state(build, guest, results_dir) -> BootedState:
+    directory = results_dir / "booted-state" / build.name
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    disk = _make_disk(build, directory / "disk.qcow2")
+    state = directory / "state.mig"
+    t0 = time.monotonic()
+    with VM(build, guest, directory, disk=disk, name="coldboot") as vm:
+        vm.console.wait_for(guest.ready_marker, timeout=180)
+        boot = time.monotonic() - t0
+        counter = vm.console.wait_counter(timeout=30)
+        t1 = time.monotonic()
+        vm.save_state(state)
+        record_timing(f"{build.name}.cold_boot_to_ready_seconds", boot)
+        record_timing(f"{build.name}.save_state_seconds", time.monotonic() - t1)
+    (directory / "state.json").write_text(json.dumps({
+        "build": str(build.system), "profile": repr(DEFAULT_PROFILE), "profile_key": DEFAULT_PROFILE.key(),
+        "guest": guest.manifest["key"], "accel": accel_from_env(), "counter_at_save": counter,
+        "boot_seconds": round(boot, 3), "size": state.stat().st_size}, indent=2) + "\n")
+    return BootedState(state, DEFAULT_PROFILE, boot, counter)
+
+
+@pytest.fixture
+def vm_factory(request, build, guest, test_dir):
+    started: list[VM] = []
+
+    def start(name: str = "vm", *, fast: bool = True, disk: Path | None = None,
+              disk_format: str = "qcow2", profile: MachineProfile = DEFAULT_PROFILE,
+              extra_args: tuple[str, ...] = ()) -> VM:
+        if disk is None:
+            disk = _make_disk(build, test_dir / f"{name}-disk.{disk_format}", disk_format)
+        incoming = None
+        if fast:
+            state = request.getfixturevalue("booted_state")
+            if profile != state.profile:
+                raise ValueError("a fast-started VM must use the profile of the booted state")
+            incoming = state.path
+        vm = VM(build, guest, test_dir, disk=disk, profile=profile, incoming=incoming, name=name,
+                extra_args=extra_args)
+        started.append(vm)
+        t0 = time.monotonic()
+        vm.launch()
+        if fast:
+            vm.console.wait_counter(timeout=30)
+            vm.timings["usable"] = time.monotonic() - t0
+        return vm
+
+    yield start
+    for vm in reversed(started):
+        vm.shutdown()
+    (test_dir / "timings.json").write_text(json.dumps({v.name: v.timings for v in started}, indent=2) + "\n")
+    for vm in started:
+        assert not vm.is_running(), f"QEMU {vm.pid} still running after shutdown"
+
+
+@pytest.fixture
+def vm(vm_factory, build) -> VM:
+    v = vm_factory()
+    record_timing(f"{build.name}.fast_start_to_usable_seconds.last", v.timings["usable"])
+    return v
+
+
+@pytest.fixture
+def snapshots(vm, monitor):
+    return for_monitor(monitor, vm)

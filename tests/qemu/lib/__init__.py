@@ -1,0 +1,12 @@
+"""Library of the real-guest test rig: builds, VM launcher, monitors, console, snapshots.
+
+One concern per module:
+  errors.py     the exception tree (all rig errors derive from RigError)
+  builds.py     which QEMU binaries to test (build.py paths --json, env overrides)
+  machine.py    VM: one context-managed QEMU process (argument lists only), MachineProfile
+  qmp.py        QMP client (qemu.qmp) that logs its traffic to the test directory
+  hmp.py        HMP client: pexpect on a real readline monitor chardev
+  console.py    the guest's serial console (a file), waited on for success/failure patterns
+  snapshots.py  snapshot operations spelled for each monitor (HMP savevm/..., QMP jobs)
+  procs.py      registry of started QEMU processes for the session-end leak check
+"""
