@@ -100,8 +100,10 @@ def fixup_message(diff: Path) -> str:
     return head.strip() + "\n"
 
 
-def _commit_all(git: Git, message: str) -> None:
-    git("add", "-A")
+def _commit_all(git: Git, message: str, force: bool = False) -> None:
+    # The tarball's own .gitignore hides files it ships (subprojects/
+    # checkouts, parts of roms/): the import commit must hold all of them.
+    git("add", "-A", *(["--force"] if force else []))
     git("commit", "-q", "--no-verify", "-m", message, env=IMPORT_IDENTITY)
 
 
@@ -123,7 +125,7 @@ def _init_from_tarball(tmp: Path, tarball: Path, baseline: Baseline, log: StageL
     git("init", "-q", "-b", baseline.patched_branch)
     _commit_all(git, f"Import QEMU {baseline.upstream_version} from Debian "
                      f"{baseline.ident} ({baseline.orig_tarball})\n\n"
-                     f"sha256 {baseline.orig_sha256}\n")
+                     f"sha256 {baseline.orig_sha256}\n", force=True)
     return tree
 
 

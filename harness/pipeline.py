@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .config import BASELINE, Baseline, Layout
 from .errors import HarnessError
@@ -41,7 +41,8 @@ class StageResult:
     log: str
 
 
-def run_stage(stage: Stage, ctx: Context, out=sys.stdout) -> StageResult:
+def run_stage(stage: Stage, ctx: Context, out=None) -> StageResult:
+    out = out or sys.stdout
     log_path = ctx.layout.logs / f"{stage.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text("")
@@ -64,7 +65,8 @@ def run_stage(stage: Stage, ctx: Context, out=sys.stdout) -> StageResult:
     return StageResult(stage.name, True, seconds, summary, str(log_path))
 
 
-def run_stages(stages: list[Stage], ctx: Context, out=sys.stdout) -> list[StageResult]:
+def run_stages(stages: list[Stage], ctx: Context, out=None) -> list[StageResult]:
+    out = out or sys.stdout
     results: list[StageResult] = []
     failure: HarnessError | None = None
     for stage in stages:
@@ -83,7 +85,8 @@ def run_stages(stages: list[Stage], ctx: Context, out=sys.stdout) -> list[StageR
     return results
 
 
-def print_timings(results: list[StageResult], out=sys.stdout) -> None:
+def print_timings(results: list[StageResult], out=None) -> None:
+    out = out or sys.stdout
     if len(results) < 2 and all(r.ok for r in results):
         return
     print("\nstage        result   seconds", file=out)

@@ -13,8 +13,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from .errors import CommandFailed, EnvironmentProblem
 
@@ -38,7 +38,7 @@ class StageLog:
     def close(self) -> None:
         self._fh.close()
 
-    def __enter__(self) -> "StageLog":
+    def __enter__(self) -> StageLog:
         return self
 
     def __exit__(self, *exc) -> None:

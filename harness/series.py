@@ -94,6 +94,10 @@ def apply_series(layout: Layout, baseline: Baseline, log: StageLog, *,
     _checkout_branch(git, baseline)
     want = [patch_id_of_file(git, p) for p in patches]
     have = branch_patch_ids(git, baseline.base_tag, "HEAD")
+    if len(have) > len(want) and have[:len(want)] == want:
+        log.note(f"{len(have) - len(want)} commit(s) on the branch are not exported yet; "
+                 "`build.py export` writes them to patches/")
+        return ApplyResult([], len(want), git.rev("HEAD"))
     if have != want[:len(have)]:
         if not reset:
             raise PatchConflict(
@@ -127,17 +131,27 @@ def apply_series(layout: Layout, baseline: Baseline, log: StageLog, *,
     return ApplyResult([p.name for p in todo], len(have), git.rev("HEAD"))
 
 
-def _cover_texts(cover: Path) -> tuple[str, str] | None:
-    """Subject and blurb of an existing cover letter."""
-    if not cover.exists():
-        return None
-    text = cover.read_text()
-    m = re.search(r"^Subject: \[[^\]]*\] ?(.*(?:\n [^\n]*)*)$", text, re.M)
+def _split_cover(text: str) -> tuple[str, str, str]:
+    """(headers, subject, blurb) of a cover letter."""
+    headers, _, body = text.partition("\n\n")
+    m = re.search(r"^Subject: \[[^\]]*\] ?(.*(?:\n [^\n]*)*)$", headers, re.M)
     subject = m.group(1).replace("\n ", " ").strip() if m else SUBJECT_PLACEHOLDER
-    body = text.split("\n\n", 1)[1] if "\n\n" in text else ""
     # The blurb ends where git's shortlog ("Name (N):") starts.
     blurb = re.split(r"\n(?=[^\n]+ \(\d+\):\n)", body, maxsplit=1)[0].rstrip()
-    return subject, blurb
+    return headers, subject, blurb
+
+
+def merge_cover(old: str, new: str) -> str:
+    """The regenerated cover letter ``new`` with the text of ``old`` kept:
+    its From/Date headers, subject and blurb; shortlog and diffstat are new."""
+    old_headers, subject, blurb = _split_cover(old)
+    new_headers, _, new_body = new.partition("\n\n")
+    prefix = re.search(r"^Subject: (\[[^\]]*\])", new_headers, re.M)
+    headers = re.sub(r"^Subject: .*(?:\n [^\n]*)*$",
+                     lambda _: f"Subject: {prefix.group(1) if prefix else '[PATCH]'} {subject}",
+                     old_headers, count=1, flags=re.M)
+    tail = new_body.split(BLURB_PLACEHOLDER, 1)[-1]
+    return f"{headers}\n\n{blurb}{tail}"
 
 
 def export_series(layout: Layout, baseline: Baseline, log: StageLog) -> list[str]:
@@ -150,7 +164,7 @@ def export_series(layout: Layout, baseline: Baseline, log: StageLog) -> list[str
                             hint="finish or abort it before exporting")
     layout.patches.mkdir(parents=True, exist_ok=True)
     cover = layout.patches / COVER
-    kept = _cover_texts(cover)
+    kept = cover.read_text() if cover.exists() else None
     count = int(git.out("rev-list", "--count", f"{baseline.base_tag}..HEAD"))
     old = {p.name for p in layout.patches.glob("[0-9][0-9][0-9][0-9]-*.patch")}
     names: list[str] = []
@@ -161,11 +175,7 @@ def export_series(layout: Layout, baseline: Baseline, log: StageLog) -> list[str
         written = [Path(line).name for line in out.splitlines() if line.strip()]
         names = [n for n in written if n != COVER]
         if kept:
-            subject, blurb = kept
-            text = cover.read_text()
-            text = text.replace(SUBJECT_PLACEHOLDER, subject, 1)
-            text = text.replace(BLURB_PLACEHOLDER, blurb, 1)
-            cover.write_text(text)
+            cover.write_text(merge_cover(kept, cover.read_text()))
     for stale in old - set(names) - {COVER}:
         (layout.patches / stale).unlink()
     (layout.patches / "series").write_text("".join(n + "\n" for n in names))

@@ -79,7 +79,8 @@ def status(ctx: Context, log: StageLog) -> str:
     lay = ctx.layout
     lines = []
     marker = baseline.read_marker(lay.qemu)
-    lines.append(f"baseline: {marker['ident'] + ' (' + marker['source'] + ')' if marker else 'not imported'}")
+    where = f"{marker['ident']} ({marker['source']})" if marker else "not imported"
+    lines.append(f"baseline: {where}")
     if marker:
         git = Git(lay.qemu, log)
         ahead = git.out("rev-list", "--count", f"{ctx.baseline.base_tag}..HEAD")

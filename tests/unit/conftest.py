@@ -1,0 +1,112 @@
+"""Fixtures for the harness's own tests: fake QEMU trees, no build, no network."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from harness.config import BASELINE, Layout  # noqa: E402
+from harness.runner import StageLog  # noqa: E402
+
+MESON = """roms = []
+foreach f : fds
+  roms += f
+endforeach
+"""
+
+FIXUP = """test: a repack fix-up
+
+Only for the fake baseline.
+
+diff --git a/pc-bios/meson.build b/pc-bios/meson.build
+--- a/pc-bios/meson.build
++++ b/pc-bios/meson.build
+@@ -1,4 +1,5 @@
+ roms = []
+ foreach f : fds
++  # fixed up
+   roms += f
+ endforeach
+"""
+
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "Test Author", "GIT_AUTHOR_EMAIL": "author@example.invalid",
+    "GIT_COMMITTER_NAME": "Test Author", "GIT_COMMITTER_EMAIL": "author@example.invalid",
+    "GIT_AUTHOR_DATE": "2020-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2020-01-01T00:00:00Z",
+}
+
+
+def make_tarball(path: Path, files: dict[str, str], topdir="qemu-10.0.13") -> str:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:xz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{topdir}/{name}")
+            info.size = len(data)
+            info.mode = 0o755 if name == "configure" else 0o644
+            info.uid = 1234  # like the real tarball: not root's files
+            tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(buf.getvalue())
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+FAKE_FILES = {
+    "VERSION": "10.0.13\n",
+    "configure": "#!/bin/sh\necho configured \"$@\"\n",
+    "pc-bios/meson.build": MESON,
+    "block/qcow2-snapshot.c": "int snapshot;\n",
+    "README.rst": "fake qemu\n",
+    # like the real tarball: ships files its own .gitignore hides
+    ".gitignore": "/subprojects/keycodemapdb\n",
+    "subprojects/keycodemapdb/meson.build": "project('keycodemapdb')\n",
+}
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project root with fix-ups, an empty cache and a fake orig tarball."""
+    root = tmp_path / "proj"
+    (root / "harness" / "fixups").mkdir(parents=True)
+    (root / "harness" / "fixups" / "0001-test.diff").write_text(FIXUP)
+    (root / "patches").mkdir()
+    layout = Layout(root=root, cache=tmp_path / "cache")
+    tarball = tmp_path / BASELINE.orig_tarball
+    sha = make_tarball(tarball, FAKE_FILES)
+    baseline = replace(BASELINE, orig_sha256=sha)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for key in ("GIT_DIR", "GIT_WORK_TREE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "gitconfig"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    return type("Project", (), {"layout": layout, "baseline": baseline, "tarball": tarball,
+                                "root": root, "tmp": tmp_path})
+
+
+@pytest.fixture
+def log(tmp_path):
+    with StageLog(tmp_path / "stage.log") as lg:
+        yield lg
+
+
+def git(tree: Path, *args: str, env: dict | None = None) -> str:
+    full = dict(os.environ, **IDENTITY, **(env or {}))
+    return subprocess.run(["git", "-C", str(tree), *args], check=True, text=True,
+                          capture_output=True, env=full).stdout
+
+
+def commit_change(tree: Path, path: str, text: str, subject: str, body: str = "") -> None:
+    (tree / path).parent.mkdir(parents=True, exist_ok=True)
+    (tree / path).write_text(text)
+    git(tree, "add", path)
+    git(tree, "commit", "-q", "-s", "-m", f"{subject}\n\n{body or 'Because tests.'}")

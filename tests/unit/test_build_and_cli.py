@@ -1,0 +1,175 @@
+"""configure/ninja command lines, firmware links, paths and the CLI — no QEMU build."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from harness import bootstrap, pipeline, qbuild, runner
+from harness.config import PROFILES, ROOT, Layout
+from harness.errors import BuildFailed, EnvironmentProblem, HarnessError
+from harness.paths import build_paths
+
+
+@pytest.fixture
+def fake_tree(tmp_path):
+    layout = Layout(root=tmp_path, cache=tmp_path / "cache")
+    (layout.qemu).mkdir()
+    configure = layout.qemu / "configure"
+    configure.write_text("#!/bin/sh\necho \"$@\" > configure.args\n"
+                         "echo 'build:' > build.ninja\n")
+    configure.chmod(0o755)
+    return layout
+
+
+def test_configure_arguments(fake_tree):
+    args = qbuild.configure_args(PROFILES["patched"], fake_tree, ccache=True)
+    assert "--target-list=x86_64-softmmu" in args
+    assert "--enable-werror" in args and "--disable-docs" in args
+    assert "--cc=/usr/lib/ccache/gcc" in args
+    asan = qbuild.configure_args(PROFILES["patched-asan"], fake_tree, ccache=False)
+    assert "--enable-asan" in asan and not any(a.startswith("--cc=") for a in asan)
+    assert PROFILES["patched-asan"].build_dir(fake_tree).name == "build-asan"
+
+
+def test_configure_runs_once_per_argument_set(fake_tree, log):
+    prof = PROFILES["patched"]
+    args = ["--target-list=x86_64-softmmu"]
+    assert qbuild._configure(prof, fake_tree, log, args) is True
+    bdir = prof.build_dir(fake_tree)
+    assert (bdir / "configure.args").read_text().strip() == args[0]
+    assert qbuild._configure(prof, fake_tree, log, args) is False
+    assert qbuild._configure(prof, fake_tree, log, args + ["--enable-asan"]) is True
+    logged = log.path.read_text()
+    assert f"$ {fake_tree.qemu}/configure --target-list=x86_64-softmmu (in {bdir})" in logged
+
+
+def test_ccache_is_keyed_relative_to_each_tree(fake_tree):
+    env = qbuild.build_env(fake_tree, fake_tree.qemu)
+    assert env["CCACHE_BASEDIR"] == str(fake_tree.qemu)
+    assert env["CCACHE_NOHASHDIR"] == "1"
+    assert env["PATH"].startswith(str(fake_tree.venv / "bin"))
+
+
+def test_firmware_links_only_what_is_missing(tmp_path, log):
+    src = tmp_path / "seabios"
+    src.mkdir()
+    (src / "bios-256k.bin").write_bytes(b"bios")
+    (src / "vgabios.bin").write_bytes(b"vga")
+    bdir = tmp_path / "build"
+    dest = bdir / qbuild.BUNDLE_DATADIR
+    dest.mkdir(parents=True)
+    (dest / "vgabios.bin").write_bytes(b"built by the tree")
+    linked = qbuild.link_firmware(bdir, log, (src, tmp_path / "absent"))
+    assert linked == ["bios-256k.bin"]
+    assert (dest / "bios-256k.bin").resolve() == src / "bios-256k.bin"
+    assert (dest / "vgabios.bin").read_bytes() == b"built by the tree"
+    assert qbuild.link_firmware(bdir, log, (src,)) == []
+
+
+def test_paths_without_a_build(tmp_path):
+    layout = Layout(root=tmp_path, cache=tmp_path / "cache")
+    with pytest.raises(BuildFailed) as err:
+        build_paths(PROFILES["stock"], layout)
+    assert "python3 build.py build --stock" in err.value.hint
+    assert err.value.exit_code == 6
+
+
+def test_paths_of_a_build(tmp_path):
+    layout = Layout(root=tmp_path, cache=tmp_path / "cache")
+    bdir = layout.qemu / "build"
+    bdir.mkdir(parents=True)
+    for name in ("qemu-system-x86_64", "qemu-img", "qemu-io", "qemu-nbd"):
+        (bdir / name).write_text("")
+    paths = build_paths(PROFILES["patched"], layout)
+    assert set(paths) == {"qemu-system-x86_64", "qemu-img", "qemu-io", "qemu-nbd",
+                          "build-dir", "source-dir"}
+    assert paths["qemu-img"] == str(bdir / "qemu-img")
+    assert paths["source-dir"] == str(layout.qemu)
+
+
+def test_cli_paths_exit_code_and_message_without_build(tmp_path):
+    """The real CLI, in a copy of the project without builds."""
+    import shutil
+    proj = tmp_path / "proj"
+    shutil.copytree(ROOT / "harness", proj / "harness",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "build.py", proj / "build.py")
+    res = subprocess.run([sys.executable, str(proj / "build.py"), "paths", "--json"],
+                         capture_output=True, text=True)
+    assert res.returncode == 6
+    assert res.stdout == ""
+    assert "error: the patched build is missing" in res.stderr
+    assert "next: run `python3 build.py`" in res.stderr
+
+
+def test_missing_tool_is_an_environment_problem(log):
+    with pytest.raises(EnvironmentProblem) as err:
+        runner.run(["definitely-not-a-tool-xyz", "--version"], log)
+    assert err.value.exit_code == 3
+    assert "build.py setup" in err.value.hint
+
+
+def test_missing_debian_packages_as_non_root(log):
+    with pytest.raises(EnvironmentProblem) as err:
+        bootstrap.ensure_debs(log, packages=("coreutils", "no-such-package-xyz"),
+                              is_root=False)
+    assert "no-such-package-xyz" in err.value.message
+    assert "coreutils" not in err.value.message
+    assert "apt-get install -y --no-install-recommends no-such-package-xyz" in err.value.hint
+
+
+def test_runner_logs_quoted_argv_and_output(log):
+    res = runner.run([sys.executable, "-c", "print('hello world')"], log)
+    assert res.stdout == "hello world\n"
+    text = log.path.read_text()
+    assert f"$ {sys.executable} -c 'print('\"'\"'hello world'\"'\"')'" in text
+    assert "hello world\n# exit 0" in text
+
+
+def test_pipeline_stops_at_first_failure_and_prints_timings(tmp_path, capsys):
+    ran = []
+
+    def ok(ctx, log):
+        ran.append("ok")
+        return "fine"
+
+    def boom(ctx, log):
+        ran.append("boom")
+        raise BuildFailed("it broke", hint="fix it")
+
+    ctx = pipeline.Context(layout=Layout(root=tmp_path, cache=tmp_path / "c"))
+    stages = [pipeline.Stage("one", ok), pipeline.Stage("two", boom),
+              pipeline.Stage("three", ok)]
+    with pytest.raises(HarnessError):
+        pipeline.run_stages(stages, ctx)
+    assert ran == ["ok", "boom"]
+    out = capsys.readouterr().out
+    assert "one          ok" in out and "two          FAILED" in out and "three" not in out
+    assert "FAILED: it broke" in (tmp_path / "out/logs/two.log").read_text()
+
+
+def test_metadata_json_shape(fake_tree, log, monkeypatch):
+    import subprocess as sp
+
+    from harness.config import BASELINE
+    tree = fake_tree.qemu
+    for cmd in (["init", "-q"], ["add", "-A"],
+                ["-c", "user.name=T", "-c", "user.email=t@e.invalid", "commit", "-qm", "b"],
+                ["tag", BASELINE.base_tag]):
+        sp.run(["git", "-C", str(tree), *cmd], check=True)
+    prof = PROFILES["stock"]
+    monkeypatch.setattr(prof.__class__, "source", lambda self, lay: tree)
+    (tree / "build").mkdir(exist_ok=True)
+    meta = qbuild.write_metadata(prof, fake_tree, ["--target-list=x86_64-softmmu"],
+                                 BASELINE, log)
+    on_disk = json.loads((tree / "build" / "metadata.json").read_text())
+    assert on_disk == meta
+    assert meta["baseline"]["ident"] == BASELINE.ident
+    assert meta["series"] == []
+    assert meta["configure"][1:] == ["--target-list=x86_64-softmmu"]
+    assert meta["reproduce"].endswith("python3 build.py all --stock")
+    assert set(meta["tools"]) >= {"gcc", "meson", "ninja", "python"}
