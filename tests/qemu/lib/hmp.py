@@ -45,7 +45,9 @@ class HMP:
     def __init__(self, path: str, log_path: Path, timeout: float = 60.0):
         self.path = path
         self.timeout = timeout
+        # hmp.log: readable transcript; hmp.raw.log: the bytes exactly as the monitor sent them
         self._log = open(log_path, "a", buffering=1)
+        self._raw = open(Path(log_path).with_suffix(".raw.log"), "a", buffering=1)
         self._sock: socket.socket | None = None
         self._child: pexpect.fdpexpect.fdspawn | None = None
         self.banner = ""
@@ -65,14 +67,16 @@ class HMP:
         self._sock = s
         self._child = pexpect.fdpexpect.fdspawn(s.fileno(), timeout=self.timeout, encoding="utf-8",
                                                 codec_errors="replace")
-        self._child.logfile_read = self._log
+        self._child.logfile_read = self._raw
         self._child.expect_exact(PROMPT)
         self.banner = clean(self._child.before)
+        self._log.write(self.banner + PROMPT)
 
     def cmd_unchecked(self, command_line: str, timeout: float | None = None) -> str:
         """Run one command line; return its output (echo and escapes removed)."""
         assert self._child is not None, "HMP not connected"
-        self._log.write(f"\n[{time.strftime('%H:%M:%S')} rig sends: {command_line!r}]\n")
+        self._raw.write(f"\n[{time.strftime('%H:%M:%S')} rig sends: {command_line!r}]\n")
+        self._log.write(f"{command_line}    [{time.strftime('%H:%M:%S')}]\n")
         self._child.send(command_line + "\r")
         try:
             self._child.expect_exact(PROMPT, timeout=timeout or self.timeout)
@@ -83,11 +87,13 @@ class HMP:
             raise HMPError(command_line, "monitor connection closed (QEMU exited?)\n"
                            + clean(self._child.before)) from exc
         out = clean(self._child.before)
-        # The readline monitor echoes the command line first.
+        # The readline monitor echoes the command line (redrawn per key) first.
         first, _, rest = out.partition("\n")
-        if command_line.strip() and command_line.strip() in first:
+        if command_line.strip() and first.endswith(command_line.strip()):
             out = rest
-        return out.rstrip("\n")
+        out = out.rstrip("\n")
+        self._log.write((out + "\n" if out else "") + PROMPT)
+        return out
 
     def cmd(self, command_line: str, timeout: float | None = None) -> str:
         """Run a command that must succeed; raise HMPError if its output matches an error."""
@@ -114,3 +120,4 @@ class HMP:
             self._sock.detach()      # fdspawn.close() already closed the descriptor
             self._sock = None
         self._log.close()
+        self._raw.close()
