@@ -67,6 +67,12 @@ def parser() -> argparse.ArgumentParser:
     sp = add("clean", stages.STAGES["clean"].help)
     sp.add_argument("--trees", action="store_true", help="remove qemu/ and qemu-stock/ too")
     sp.add_argument("--force", action="store_true", help="even with unexported work")
+    add("checkpatch", stages.STAGES["checkpatch"].help)
+    sp = add("bisect", stages.STAGES["bisect"].help)
+    sp.add_argument("--test", nargs=argparse.REMAINDER,
+                    help="after each build run pytest (default: the QEMU tests) against "
+                         "that build; the rest of the line goes to pytest")
+    add("report", stages.STAGES["report"].help)
     sp = add("paths", "print where the built binaries are")
     sp.add_argument("--json", action="store_true", help="JSON (the stable interface)")
     g = sp.add_mutually_exclusive_group()

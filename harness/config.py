@@ -118,8 +118,19 @@ class Layout:
     def src_cache(self) -> Path:
         return self.cache / "src"
 
+    @property
+    def bisect_tree(self) -> Path:
+        return self.out / "bisect" / "qemu"
+
     def venv_bin(self, tool: str) -> Path:
         return self.venv / "bin" / tool
+
+    def tool(self, name: str) -> str:
+        """A tool from the venv, else from PATH (else its bare name, so that
+        running it fails with the runner's "not installed" error)."""
+        import shutil
+        path = self.venv_bin(name)
+        return str(path) if path.exists() else (shutil.which(name) or name)
 
 
 @dataclass(frozen=True)
@@ -144,4 +155,5 @@ PROFILES = {
     "stock": BuildProfile("stock", "stock"),
     "patched-asan": BuildProfile("patched-asan", "qemu", build_subdir="build-asan",
                                  asan=True),
+    "bisect": BuildProfile("bisect", "bisect_tree"),
 }

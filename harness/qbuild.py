@@ -191,7 +191,7 @@ def build(profile: BuildProfile, layout: Layout, log: StageLog,
     args = configure_args(profile, layout)
     configured = _configure(profile, layout, log, args)
     bdir = profile.build_dir(layout)
-    argv = [layout.venv_bin("ninja"), "-C", bdir]
+    argv = [layout.tool("ninja"), "-C", bdir]
     if jobs:
         argv += ["-j", str(jobs)]
     try:

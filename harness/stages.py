@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 
-from . import baseline, bootstrap, qbuild, series
+from . import baseline, bisect, bootstrap, qbuild, report, review, series
 from .config import PROFILES
-from .errors import BuildFailed, EnvironmentProblem, PatchConflict, UsageError
+from .errors import BuildFailed, EnvironmentProblem, PatchConflict, TestsFailed, UsageError
 from .git import Git
 from .paths import build_paths
 from .pipeline import Context, Stage
@@ -66,7 +66,12 @@ def images(ctx: Context, log: StageLog) -> str:
         import images as guest_images
     except ImportError as exc:
         raise EnvironmentProblem(f"the guest image builder cannot be loaded: {exc}") from exc
-    guest = guest_images.ensure_guest(log=log.note)
+    try:
+        guest = guest_images.ensure_guest(log=log.note)
+    except guest_images.ImageError as exc:
+        raise EnvironmentProblem(f"cannot build the test guest: {exc}",
+                                 hint="read the images log; `python3 build.py setup` "
+                                      "installs what the builder needs") from exc
     return f"guest kernel {guest.kernel.name}, initrd {guest.initrd}"
 
 
@@ -129,6 +134,48 @@ def paths_json(ctx: Context, profile: str) -> str:
     return json.dumps(build_paths(PROFILES[profile], ctx.layout), indent=2)
 
 
+def checkpatch(ctx: Context, log: StageLog) -> str:
+    patches = series.read_series(ctx.layout.patches)
+    reviews = review.review_patches(ctx.layout.qemu, patches, log)
+    review.save(reviews, ctx.layout.results / "checkpatch.json")
+    print(review.table(reviews))
+    if text := review.details(reviews):
+        print(text)
+    errors = sum(len(r.errors) for r in reviews)
+    warnings = sum(len(r.warnings) for r in reviews)
+    hygiene = sum(len(r.hygiene) for r in reviews)
+    summary = (f"{len(reviews)} patch(es): {errors} error(s), {warnings} warning(s), "
+               f"{hygiene} hygiene problem(s)")
+    if errors or hygiene:
+        raise TestsFailed(summary, hint="fix the patches in qemu/, `build.py export`, "
+                                        "then `build.py checkpatch` again")
+    return summary
+
+
+def bisect_(ctx: Context, log: StageLog) -> str:
+    patches = series.read_series(ctx.layout.patches)
+    test = ctx.options.get("test")
+    test_argv = None
+    if test is not None:
+        test_argv = [str(bootstrap.venv_python(ctx.layout)), "-m", "pytest", "-q", "-x",
+                     *(test or ["tests/qemu", "-m", "not iotests"])]
+    steps = bisect.bisect(ctx.layout, ctx.baseline, patches, log, test_argv=test_argv)
+    bisect.save(steps, ctx.layout.results / "bisect.json")
+    print(bisect.table(steps))
+    bad = [s.patch for s in steps if not s.built or s.tested is False]
+    summary = f"{len(steps) - 1} patch(es) built one by one; {len(bad)} failed"
+    if bad:
+        raise BuildFailed(f"{summary}: {', '.join(bad)}",
+                          hint="make each failing patch build on its own (git rebase -i "
+                               "in qemu/), `build.py export`, then bisect again")
+    return summary
+
+
+def report_(ctx: Context, log: StageLog) -> str:
+    path = report.write(ctx.layout)
+    return f"wrote {path} and {path.with_suffix('.html').name}"
+
+
 STAGES = {
     "setup": Stage("setup", setup, "install Debian build deps (as root) and the venv"),
     "import": Stage("import", import_, "import the pinned baseline into qemu/"),
@@ -138,6 +185,10 @@ STAGES = {
     "export": Stage("export", export, "format-patch qemu/ back into patches/"),
     "status": Stage("status", status, "show baseline, series and builds"),
     "clean": Stage("clean", clean, "remove builds (--trees: the QEMU trees too)"),
+    "checkpatch": Stage("checkpatch", checkpatch,
+                        "scripts/checkpatch.pl and hygiene checks, once per patch"),
+    "bisect": Stage("bisect", bisect_, "apply and build the series one patch at a time"),
+    "report": Stage("report", report_, "write out/results/report.md and .html"),
 }
 
 ALL = ("setup", "import", "apply", "build", "images")

@@ -1,0 +1,177 @@
+"""One report for reviewers and nightly CI: out/results/report.{md,html}.
+
+It only gathers what the other commands left in out/results and the build
+metadata; a section whose input is missing says which command makes it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import time
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+
+from .config import PROFILES, Layout
+
+SUITES = (("qemu", "QEMU tests on real guests"), ("iotests", "Upstream iotests"),
+          ("unit", "Harness unit tests"))
+
+
+def _load(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def junit_counts(path: Path) -> dict[str, Counter] | None:
+    """Outcome counts per build ("patched", "stock", or "-") from a JUnit file."""
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return None
+    counts: dict[str, Counter] = {}
+    for case in root.iter("testcase"):
+        name = case.get("name", "")
+        m = re.search(r"\b(patched|stock)\b", name)
+        build = m.group(1) if m else "-"
+        if case.find("failure") is not None or case.find("error") is not None:
+            outcome = "failed"
+        elif (sk := case.find("skipped")) is not None:
+            outcome = "xfailed" if "xfail" in (sk.get("type", "") + sk.get("message", "")) \
+                else "skipped"
+        else:
+            outcome = "passed"
+        counts.setdefault(build, Counter())[outcome] += 1
+    return counts
+
+
+def _section_builds(layout: Layout) -> list[str]:
+    out = ["## Baseline and series", ""]
+    for name in ("patched", "stock"):
+        meta = _load(PROFILES[name].build_dir(layout) / "metadata.json")
+        if meta is None:
+            out.append(f"- {name}: no build (run `python3 build.py build`)")
+            continue
+        b = meta["baseline"]
+        out.append(f"- **{name}**: {b['ident']} ({b.get('source')}, orig sha256 "
+                   f"`{(b.get('orig_sha256') or '-')[:16]}…`), series-base "
+                   f"`{(b.get('base_commit') or '')[:12]}`, HEAD `{meta['head'][:12]}`, "
+                   f"{len(meta['series'])} patch(es); built {meta['built_at']}")
+        if name == "patched":
+            for c in meta["series"]:
+                out.append(f"  - `{c['commit'][:12]}` {c['subject']}")
+            out.append(f"  - reproduce: `{meta['reproduce']}`")
+    return out + [""]
+
+
+def _section_json_table(layout: Layout, name: str, title: str, render, how: str):
+    data = _load(layout.results / f"{name}.json")
+    out = [f"## {title}", ""]
+    if data is None:
+        return out + [f"Not run: `{how}`.", ""]
+    return out + render(data) + [""]
+
+
+def _checkpatch_rows(data) -> list[str]:
+    rows = ["| patch | errors | warnings | hygiene |", "|---|---:|---:|---|"]
+    rows += [f"| {r['patch']} | {len(r['errors'])} | {len(r['warnings'])} | "
+             f"{'; '.join(r['hygiene']) or 'ok'} |" for r in data]
+    notes = [f"- {r['patch']}: {kind}: {item}" for r in data
+             for kind, key in (("ERROR", "errors"), ("WARNING", "warnings"))
+             for item in r[key]]
+    return rows + ([""] + notes if notes else [])
+
+
+def _bisect_rows(data) -> list[str]:
+    rows = ["| patch | applies | builds | tests | seconds |", "|---|---|---|---|---:|"]
+    for s in data:
+        tested = "-" if s.get("tested") is None else ("ok" if s["tested"] else "FAILED")
+        built = "ok" if s["built"] else ("FAILED" if s["applied"] else "-")
+        rows.append(f"| {s['patch']} | {'ok' if s['applied'] else 'NO'} | {built} | "
+                    f"{tested} | {s['seconds']:.1f} |")
+    return rows
+
+
+def _bench_rows(data) -> list[str]:
+    rows = ["| benchmark | patched | stock | ratio | target |", "|---|---:|---:|---:|---|"]
+    for r in data.get("rows", []):
+        rows.append(f"| {r['name']} | {r.get('patched', '-')} | {r.get('stock', '-')} | "
+                    f"{r.get('ratio', '-')} | {r.get('target', '')} |")
+    return rows
+
+
+def _section_tests(layout: Layout) -> list[str]:
+    out = ["## Tests", "", "| suite | build | passed | failed | xfailed | skipped |",
+           "|---|---|---:|---:|---:|---:|"]
+    missing = []
+    for suite, title in SUITES:
+        counts = junit_counts(layout.results / f"junit-{suite}.xml")
+        if counts is None:
+            missing.append(suite)
+            continue
+        for build, c in sorted(counts.items()):
+            out.append(f"| {title} | {build} | {c['passed']} | {c['failed']} | "
+                       f"{c['xfailed']} | {c['skipped']} |")
+    if missing:
+        out += ["", "Not run: " + ", ".join(
+            f"`python3 build.py test --suite {s}`" for s in missing) + "."]
+    return out + [""]
+
+
+def markdown(layout: Layout) -> str:
+    lines = ["# QEMU snapshot-identity series: review report", "",
+             f"Generated {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}.", ""]
+    lines += _section_builds(layout)
+    lines += _section_json_table(layout, "checkpatch", "checkpatch and hygiene",
+                                 _checkpatch_rows, "python3 build.py checkpatch")
+    lines += _section_json_table(layout, "bisect", "Every patch builds (-Werror)",
+                                 _bisect_rows, "python3 build.py bisect")
+    lines += _section_tests(layout)
+    lines += _section_json_table(layout, "bench", "Benchmarks (patched beside stock)",
+                                 _bench_rows, ".venv/bin/nox -s bench")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def to_html(md: str) -> str:
+    """Just enough Markdown (headings, tables, lists, code) for this report."""
+    body, table = [], []
+
+    def flush():
+        if table:
+            rows = [r for r in table if not re.fullmatch(r"\|[-:| ]+\|", r)]
+            cells = [[html.escape(c.strip()) for c in r.strip("|").split("|")] for r in rows]
+            body.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in cells[0]) + "</tr>"
+                        + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>"
+                                  for r in cells[1:]) + "</table>")
+            table.clear()
+
+    for line in md.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        text = re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(line))
+        text = re.sub(r"\*\*([^*]*)\*\*", r"<b>\1</b>", text)
+        if m := re.match(r"^(#+) (.*)", text):
+            body.append(f"<h{len(m.group(1))}>{m.group(2)}</h{len(m.group(1))}>")
+        elif text.lstrip().startswith("- "):
+            body.append(f"<li>{text.lstrip()[2:]}</li>")
+        elif text:
+            body.append(f"<p>{text}</p>")
+    flush()
+    return ("<!doctype html><meta charset=utf-8><title>review report</title>"
+            "<style>table{border-collapse:collapse}td,th{border:1px solid #999;"
+            "padding:2px 6px}</style>\n" + "\n".join(body) + "\n")
+
+
+def write(layout: Layout) -> Path:
+    layout.results.mkdir(parents=True, exist_ok=True)
+    md = markdown(layout)
+    path = layout.results / "report.md"
+    path.write_text(md)
+    (layout.results / "report.html").write_text(to_html(md))
+    return path

@@ -1,0 +1,123 @@
+"""What a qemu-devel reviewer checks before reading a line.
+
+checkpatch: QEMU's scripts/checkpatch.pl once per patch, the way QEMU's
+.b4-config runs it (``-q --terse --no-summary --mailback -``, patch on
+stdin). hygiene: Signed-off-by, subject shape, a body that says why, no
+whitespace damage.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import EnvironmentProblem
+from .runner import StageLog, run
+
+CHECKPATCH_ARGS = ("-q", "--terse", "--no-summary", "--mailback", "-")
+TERSE_RE = re.compile(r"^[^:]*:(\d+): (ERROR|WARNING|CHECK): (.*)$")
+SUBJECT_MAX = 76
+
+
+@dataclass
+class PatchReview:
+    patch: str
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    hygiene: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.hygiene
+
+
+def parse_checkpatch(output: str) -> tuple[list[str], list[str]]:
+    errors, warnings = [], []
+    for line in output.splitlines():
+        m = TERSE_RE.match(line.strip())
+        if not m:
+            continue
+        item = f"line {m.group(1)}: {m.group(3)}"
+        (errors if m.group(2) == "ERROR" else warnings).append(item)
+    return errors, warnings
+
+
+def checkpatch(source_dir: Path, patch: Path, log: StageLog) -> tuple[list[str], list[str]]:
+    script = source_dir / "scripts" / "checkpatch.pl"
+    if not script.exists():
+        raise EnvironmentProblem(f"no {script}", hint="run `python3 build.py import` first")
+    res = run(["perl", script, *CHECKPATCH_ARGS], log, cwd=source_dir, check=False,
+              input=patch.read_text(errors="replace"))
+    errors, warnings = parse_checkpatch(res.stdout)
+    if res.returncode != 0 and not errors:
+        errors.append(f"checkpatch.pl exited {res.returncode}: "
+                      + (res.stdout.strip().splitlines() or ["no output"])[-1])
+    return errors, warnings
+
+
+def _header(text: str, name: str) -> str | None:
+    m = re.search(rf"^{name}: (.*(?:\n [^\n]*)*)$", text.split("\n\n", 1)[0], re.M)
+    return m.group(1).replace("\n ", " ").strip() if m else None
+
+
+def hygiene(text: str) -> list[str]:
+    """Problems a maintainer would bounce the patch for."""
+    problems = []
+    subject = _header(text, "Subject") or ""
+    subject = re.sub(r"^\[[^\]]*\]\s*", "", subject)
+    if not subject:
+        problems.append("no Subject")
+    else:
+        if not re.match(r"^[\w./+-]+(?:[,/ ][\w./+-]+)*: \S", subject):
+            problems.append(f"subject is not 'subsystem: summary': {subject!r}")
+        if len(subject) >= SUBJECT_MAX:
+            problems.append(f"subject is {len(subject)} columns (< {SUBJECT_MAX})")
+    body = text.split("\n\n", 1)[1] if "\n\n" in text else ""
+    message = body.split("\n---\n", 1)[0]
+    if not re.search(r"^Signed-off-by: .+ <[^>]+@[^>]+>$", message, re.M):
+        problems.append("no Signed-off-by")
+    prose = [ln for ln in message.splitlines()
+             if ln.strip() and not re.match(r"^[\w-]+-by: |^(Fixes|Resolves|Link): ", ln)]
+    if len(" ".join(prose).split()) < 8:
+        problems.append("commit message body does not explain why (under 8 words)")
+    diff = body.split("\n---\n", 1)[1] if "\n---\n" in body else ""
+    for n, line in enumerate(diff.splitlines(), 1):
+        if not line.startswith("+") or line.startswith("+++"):
+            continue
+        if re.search(r"[ \t]+$", line) or re.match(r"^\+[^\t]* \t", line):
+            problems.append(f"whitespace damage in an added line (diff line {n})")
+            break
+    return problems
+
+
+def review_patches(source_dir: Path, patches: list[Path], log: StageLog) -> list[PatchReview]:
+    reviews = []
+    for patch in patches:
+        errors, warnings = checkpatch(source_dir, patch, log)
+        reviews.append(PatchReview(patch.name, errors, warnings,
+                                   hygiene(patch.read_text(errors="replace"))))
+    return reviews
+
+
+def table(reviews: list[PatchReview]) -> str:
+    lines = ["| patch | errors | warnings | hygiene |", "|---|---:|---:|---|"]
+    for r in reviews:
+        lines.append(f"| {r.patch} | {len(r.errors)} | {len(r.warnings)} | "
+                     f"{'; '.join(r.hygiene) or 'ok'} |")
+    return "\n".join(lines)
+
+
+def details(reviews: list[PatchReview]) -> str:
+    out = []
+    for r in reviews:
+        for kind, items in (("ERROR", r.errors), ("WARNING", r.warnings),
+                            ("HYGIENE", r.hygiene)):
+            out += [f"{r.patch}: {kind}: {item}" for item in items]
+    return "\n".join(out)
+
+
+def save(reviews: list[PatchReview], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([asdict(r) for r in reviews], indent=2) + "\n")

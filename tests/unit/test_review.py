@@ -1,0 +1,174 @@
+"""checkpatch, hygiene, per-patch build and the report — no QEMU build."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import commit_change, git
+
+from harness import baseline, bisect, report, review, series
+from harness.config import Layout
+
+DATA = Path(__file__).parent / "data"
+
+GOOD = """From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001
+From: Test Author <author@example.invalid>
+Date: Wed, 1 Jan 2020 00:00:00 +0000
+Subject: [PATCH 1/2] qcow2: keep snapshot UUIDs across table rewrites
+
+Rewriting the snapshot table dropped the new extra data fields, so every
+snapshot lost its identity on the next snapshot create.
+
+Signed-off-by: Test Author <author@example.invalid>
+---
+ block/qcow2-snapshot.c | 1 +
+ 1 file changed, 1 insertion(+)
+
+diff --git a/block/qcow2-snapshot.c b/block/qcow2-snapshot.c
+--- a/block/qcow2-snapshot.c
++++ b/block/qcow2-snapshot.c
+@@ -1 +1,2 @@
+ int snapshot;
++int uuid;
+"""
+
+
+def test_recorded_checkpatch_output_is_parsed():
+    errors, warnings = review.parse_checkpatch((DATA / "checkpatch-terse.txt").read_text())
+    assert errors == ["line 17: trailing whitespace",
+                      "line 19: trailing statements should be on next line",
+                      "line 19: braces {} are necessary for all arms of this statement",
+                      "line 24: Missing Signed-off-by: line(s)"]
+    assert warnings == []
+    errors, warnings = review.parse_checkpatch(
+        (DATA / "checkpatch-terse-warning.txt").read_text())
+    assert warnings == ["line 19: line over 80 characters"] and len(errors) == 2
+
+
+def test_checkpatch_runs_once_per_patch_like_b4(tmp_path, log):
+    """A stand-in checkpatch.pl replays the recorded output and records its argv."""
+    src = tmp_path / "qemu"
+    (src / "scripts").mkdir(parents=True)
+    calls = tmp_path / "calls"
+    (src / "scripts" / "checkpatch.pl").write_text(
+        f'open(my $c, ">>", "{calls}"); print $c join(" ", @ARGV), "\\n";\n'
+        'my $in = do { local $/; <STDIN> };\n'
+        f'if ($in =~ /do a thing/) {{ open(my $r, "<", "{DATA}/checkpatch-terse.txt");'
+        ' print while <$r>; exit 1 }\nexit 0;\n')
+    good = tmp_path / "0001-good.patch"
+    good.write_text(GOOD)
+    bad = tmp_path / "0002-bad.patch"
+    bad.write_text((DATA / "bad.patch").read_text())
+    reviews = review.review_patches(src, [good, bad], log)
+    assert calls.read_text().splitlines() == ["-q --terse --no-summary --mailback -"] * 2
+    assert reviews[0].ok and reviews[0].errors == [] and reviews[0].hygiene == []
+    assert len(reviews[1].errors) == 4 and not reviews[1].ok
+    assert "no Signed-off-by" in reviews[1].hygiene
+    assert "| 0002-bad.patch | 4 | 0 |" in review.table(reviews)
+
+
+@pytest.mark.parametrize("mutate, problem", [
+    (lambda t: t.replace("Signed-off-by: Test Author <author@example.invalid>\n", ""),
+     "no Signed-off-by"),
+    (lambda t: t.replace("qcow2: keep snapshot UUIDs across table rewrites",
+                         "Keep snapshot UUIDs across table rewrites"),
+     "subject is not 'subsystem: summary'"),
+    (lambda t: t.replace("qcow2: keep snapshot UUIDs across table rewrites",
+                         "qcow2: keep snapshot UUIDs across table rewrites, also when the "
+                         "table is moved"),
+     "columns (< 76)"),
+    (lambda t: t.replace("Rewriting the snapshot table dropped the new extra data fields, so "
+                         "every\nsnapshot lost its identity on the next snapshot create.\n\n",
+                         ""),
+     "does not explain why"),
+    (lambda t: t.replace("+int uuid;", "+int uuid; "), "whitespace damage"),
+])
+def test_hygiene_problems(mutate, problem):
+    assert review.hygiene(GOOD) == []
+    found = review.hygiene(mutate(GOOD))
+    assert any(problem in p for p in found), found
+
+
+@pytest.fixture
+def toy(project, log, monkeypatch):
+    """A fake imported tree whose 'configure' writes a real build.ninja."""
+    ninja = Path(sys.executable).parent / "ninja"
+    if not ninja.exists():
+        pytest.skip("ninja is not installed in the venv running the tests "
+                    "(python3 build.py setup installs it)")
+    monkeypatch.setattr(Layout, "tool", lambda self, name: str(ninja))
+    baseline.import_baseline(project.layout, project.baseline, log, tarball=project.tarball)
+    tree = project.layout.qemu
+    (tree / "configure").write_text(
+        "#!/bin/sh\nprintf 'rule cc\\n  command = gcc -Wall -Werror -c $in -o $out\\n"
+        "build main.o: cc ../main.c\\n' > build.ninja\n")
+    (tree / "main.c").write_text("int main(void) { return 0; }\n")
+    git(tree, "add", "-A")
+    git(tree, "commit", "-q", "-m", "toy build")
+    git(tree, "tag", "-f", "series-base")
+    commit_change(tree, "main.c", "int f(void);\nint main(void) { return 0; }\n",
+                  "toy: declare f")
+    commit_change(tree, "main.c", "int f(void)\nint main(void) { return 0; }\n",
+                  "toy: break the build")
+    commit_change(tree, "main.c", "int f(void);\nint main(void) { return 1; }\n",
+                  "toy: fix it again")
+    series.export_series(project.layout, project.baseline, log)
+    return project
+
+
+def test_bisect_finds_the_patch_that_breaks_the_build(toy, log):
+    patches = series.read_series(toy.layout.patches)
+    steps = bisect.bisect(toy.layout, toy.baseline, patches, log, targets=("main.o",))
+    assert [(s.patch, s.applied, s.built) for s in steps] == [
+        ("series-base", True, True),
+        ("0001-toy-declare-f.patch", True, True),
+        ("0002-toy-break-the-build.patch", True, False),
+        ("0003-toy-fix-it-again.patch", True, True),
+    ]
+    assert "the bisect build failed" in steps[2].error
+    table = bisect.table(steps)
+    assert "| 0002-toy-break-the-build.patch | ok | FAILED | - |" in table
+    # qemu/ itself was not touched
+    assert git(toy.layout.qemu, "status", "--porcelain", "--untracked-files=no") == ""
+
+
+def test_bisect_stops_at_a_patch_that_does_not_apply(toy, log, tmp_path):
+    patches = series.read_series(toy.layout.patches)
+    broken = tmp_path / "0002-broken.patch"
+    broken.write_text(patches[1].read_text().replace("int f(void);", "int g(void);"))
+    steps = bisect.bisect(toy.layout, toy.baseline, [patches[0], broken, patches[2]], log,
+                          targets=("main.o",))
+    assert [(s.patch, s.applied) for s in steps][-1] == ("0002-broken.patch", False)
+    assert len(steps) == 3
+
+
+def test_report_gathers_results_and_names_missing_inputs(tmp_path):
+    layout = Layout(root=tmp_path, cache=tmp_path / "cache")
+    res = layout.results
+    res.mkdir(parents=True)
+    review.save([review.PatchReview("0001-a.patch", [], ["line 3: w"], [])],
+                res / "checkpatch.json")
+    (res / "junit-qemu.xml").write_text(
+        '<testsuites><testsuite name="qemu">'
+        '<testcase classname="t" name="test_savevm[hmp-patched]"/>'
+        '<testcase classname="t" name="test_savevm[hmp-stock]"/>'
+        '<testcase classname="t" name="test_uuid[qmp-stock]">'
+        '<skipped type="pytest.xfail" message="series feature"/></testcase>'
+        '<testcase classname="t" name="test_uuid[qmp-patched]"><failure message="x"/>'
+        '</testcase></testsuite></testsuites>')
+    (res / "bench.json").write_text(json.dumps({"rows": [
+        {"name": "qemu-img snapshot -c x1000", "patched": "1.02 s", "stock": "1.00 s",
+         "ratio": "1.02", "target": "<= 1.05"}]}))
+    path = report.write(layout)
+    md = path.read_text()
+    assert "| 0001-a.patch | 0 | 1 | ok |" in md
+    assert "| QEMU tests on real guests | patched | 1 | 1 | 0 | 0 |" in md
+    assert "| QEMU tests on real guests | stock | 1 | 0 | 1 | 0 |" in md
+    assert "| qemu-img snapshot -c x1000 | 1.02 s | 1.00 s | 1.02 | <= 1.05 |" in md
+    assert "Not run: `python3 build.py bisect`." in md
+    assert "patched: no build (run `python3 build.py build`)" in md
+    html = (res / "report.html").read_text()
+    assert "<table>" in html and "<h2>Tests</h2>" in html
