@@ -1,0 +1,89 @@
+"""Upstream qemu-iotests (the snapshot-related list) against each build, one item per iotest.
+
+`check -tap -qcow2 <tests>` runs once per build (session fixture); its TAP output, stderr
+(diffs of failing tests) and scratch files are kept under <results-dir>/iotests/<build>/.
+Deselect with -m "not iotests".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.qemu.lib.timings import record as record_timing
+
+IOTESTS = ("007 014 015 029 058 060 061 062 066 068 080 103 112 153 176 178 201 217 244 261 "
+           "267 271 286 qcow2-internal-snapshots").split()
+TIMEOUT = int(os.environ.get("QEMU_HARNESS_IOTESTS_TIMEOUT", "1800"))
+JOBS = os.environ.get("QEMU_HARNESS_IOTESTS_JOBS", "1")
+
+_TAP = re.compile(r"^(ok|not ok) qcow2 (\S+)(?:\s+#\s*(SKIP|TODO)\b(.*))?$", re.M)
+
+
+class IotestsRun:
+    def __init__(self, directory: Path, returncode: int, results: dict[str, str], elapsed: float,
+                 command: list[str]):
+        self.directory = directory
+        self.returncode = returncode
+        self.results = results      # test name -> "pass" | "fail" | "not run"
+        self.elapsed = elapsed
+        self.command = command
+
+
+def parse_tap(text: str) -> dict[str, str]:
+    results = {}
+    for m in _TAP.finditer(text):
+        ok, name, directive = m.group(1), m.group(2), m.group(3)
+        results[name] = "not run" if directive == "SKIP" else ("pass" if ok == "ok" else "fail")
+    return results
+
+
+@pytest.fixture(scope="session")
+def iotests_run(build, results_dir) -> IotestsRun:
+    check = build.build_dir / "tests" / "qemu-iotests" / "check"
+    if not check.exists():
+        pytest.skip(f"{check} missing: configure the {build.name} build with --enable-tools "
+                    f"and build it (`python3 build.py`)")
+    bundle = build.build_dir / "qemu-bundle" / "usr" / "local" / "share" / "qemu"
+    if not (bundle / "bios-256k.bin").exists():
+        pytest.skip(f"the {build.name} build cannot find its firmware: {bundle}/bios-256k.bin is missing "
+                    f"(link /usr/share/seabios/*.bin, /usr/share/qemu/linuxboot_dma.bin, ... there; "
+                    f"`python3 build.py` does it)")
+    directory = results_dir / "iotests" / build.name
+    directory.mkdir(parents=True, exist_ok=True)
+    sock_dir = tempfile.mkdtemp(prefix="qh-io-", dir="/tmp")
+    env = dict(os.environ, TEST_DIR=str(directory / "scratch"), SOCK_DIR=sock_dir)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    cmd = [sys.executable, str(check), "-tap", "-qcow2", "-j", JOBS, *IOTESTS]
+    (directory / "command.txt").write_text(f"cd {shlex.quote(str(check.parent))} && {shlex.join(cmd)}\n")
+    t0 = time.monotonic()
+    with open(directory / "check.tap", "w") as out, open(directory / "check.stderr", "w") as err:
+        try:
+            proc = subprocess.run(cmd, cwd=check.parent, env=env, stdout=out, stderr=err,
+                                  stdin=subprocess.DEVNULL, timeout=TIMEOUT, check=False)
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            rc = -1
+            err.write(f"\n[rig: check killed after {TIMEOUT}s]\n")
+    elapsed = time.monotonic() - t0
+    record_timing(f"{build.name}.iotests_seconds", elapsed)
+    results = parse_tap((directory / "check.tap").read_text())
+    return IotestsRun(directory, rc, results, elapsed, cmd)
+
+
+@pytest.mark.iotests
+@pytest.mark.parametrize("iotest", IOTESTS)
+def test_iotest(iotests_run, iotest):
+    status = iotests_run.results.get(iotest)
+    where = f"(output in {iotests_run.directory}: check.tap, check.stderr)"
+    assert status is not None, f"check printed no result for {iotest} (exit {iotests_run.returncode}) {where}"
+    assert status != "not run", f"iotest {iotest} was not run on this build {where}"
+    assert status == "pass", f"iotest {iotest}: {status} {where}"
