@@ -69,6 +69,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true", help="even with unexported work")
     add("checkpatch", stages.STAGES["checkpatch"].help)
     sp = add("bisect", stages.STAGES["bisect"].help)
+    sp.add_argument("--full", action="store_true",
+                    help="build ninja's default target (everything, qtests included) "
+                         "instead of the five binaries")
     sp.add_argument("--test", nargs=argparse.REMAINDER,
                     help="after each build run pytest (default: the QEMU tests) against "
                          "that build; the rest of the line goes to pytest")

@@ -159,7 +159,9 @@ def bisect_(ctx: Context, log: StageLog) -> str:
     if test is not None:
         test_argv = [str(bootstrap.venv_python(ctx.layout)), "-m", "pytest", "-q", "-x",
                      *(test or ["tests/qemu", "-m", "not iotests"])]
-    steps = bisect.bisect(ctx.layout, ctx.baseline, patches, log, test_argv=test_argv)
+    targets = () if ctx.options.get("full") else qbuild.BUILD_TARGETS
+    steps = bisect.bisect(ctx.layout, ctx.baseline, patches, log, targets=targets,
+                          test_argv=test_argv)
     bisect.save(steps, ctx.layout.results / "bisect.json")
     print(bisect.table(steps))
     bad = [s.patch for s in steps if not s.built or s.tested is False]

@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Benchmarks: tables printed and saved to out/results/bench.json, never pass/fail.
+
+    python3 bench/run.py build          configure, clean build, no-op, touch rebuild
+    python3 bench/run.py build --fresh-clone   + fresh clone to both builds ready
+    python3 bench/run.py qemu-img       snapshot -c x N, then -l and info: patched vs stock
+    python3 bench/run.py                all of the above but --fresh-clone
+
+Build numbers use a separate build dir (qemu/build-bench) so the real builds
+are untouched; ccache is whatever state the machine is in (said in the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from harness import qbuild  # noqa: E402
+from harness.config import BASELINE, PROFILES, BuildProfile, Layout  # noqa: E402
+from harness.paths import build_paths  # noqa: E402
+from harness.runner import StageLog  # noqa: E402
+
+
+def timed(fn) -> float:
+    start = time.monotonic()
+    fn()
+    return time.monotonic() - start
+
+
+def bench_build(layout: Layout, log: StageLog, fresh_clone: bool) -> list[dict]:
+    prof = BuildProfile("bench", "qemu", build_subdir="build-bench")
+    bdir = prof.build_dir(layout)
+    shutil.rmtree(bdir, ignore_errors=True)
+    args = qbuild.configure_args(prof, layout)
+    rows = []
+    t = timed(lambda: qbuild._configure(prof, layout, log, args))
+    rows.append({"name": "configure", "patched": f"{t:.1f} s", "target": ""})
+    t = timed(lambda: qbuild.build(prof, layout, log, BASELINE))
+    rows.append({"name": "build after configure (ccache as found)", "patched": f"{t:.1f} s",
+                 "target": ""})
+    t = timed(lambda: qbuild.build(prof, layout, log, BASELINE))
+    rows.append({"name": "no-op build (ninja + metadata)", "patched": f"{t:.2f} s",
+                 "target": "< 5 s"})
+    cli = timed(lambda: subprocess.run([sys.executable, str(ROOT / "build.py"), "build"],
+                                       check=True, capture_output=True))
+    rows.append({"name": "no-op `build.py build` (patched + stock)", "patched": f"{cli:.2f} s",
+                 "target": "< 5 s"})
+    src = layout.qemu / "block" / "qcow2-snapshot.c"
+    os.utime(src)
+    t = timed(lambda: qbuild.build(prof, layout, log, BASELINE))
+    rows.append({"name": "rebuild after touching block/qcow2-snapshot.c",
+                 "patched": f"{t:.1f} s", "target": "< 30 s"})
+    with open(src, "a") as fh:
+        fh.write("/* bench */\n")
+    try:
+        t = timed(lambda: qbuild.build(prof, layout, log, BASELINE))
+    finally:
+        text = src.read_text()
+        src.write_text(text[: -len("/* bench */\n")])
+    rows.append({"name": "rebuild after editing block/qcow2-snapshot.c (ccache miss)",
+                 "patched": f"{t:.1f} s", "target": "< 30 s"})
+    qbuild.build(prof, layout, log, BASELINE)
+    shutil.rmtree(bdir, ignore_errors=True)
+    if fresh_clone:
+        with tempfile.TemporaryDirectory(prefix="bench-clone-") as tmp:
+            clone = Path(tmp) / "clone"
+            start = time.monotonic()
+            subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+            res = subprocess.run([sys.executable, str(clone / "build.py")],
+                                 capture_output=True, text=True)
+            t = time.monotonic() - start
+            ok = res.returncode == 0
+            rows.append({"name": "fresh clone to both builds ready (tarball cached, "
+                                 "ccache as found)",
+                         "patched": f"{t:.0f} s" + ("" if ok else " (FAILED)"),
+                         "target": "< 15 min"})
+    return rows
+
+
+def _qemu_img_runs(qemu_img: str, workdir: Path, n: int) -> dict[str, float]:
+    img = workdir / "bench.qcow2"
+    subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(img), "64M"], check=True)
+    start = time.monotonic()
+    for i in range(n):
+        subprocess.run([qemu_img, "snapshot", "-c", f"s{i}", str(img)], check=True)
+    create = (time.monotonic() - start) / n
+    reps = 20
+
+    def per(argv):
+        s = time.monotonic()
+        for _ in range(reps):
+            subprocess.run(argv, check=True, capture_output=True)
+        return (time.monotonic() - s) / reps
+
+    return {"snapshot -c": create,
+            "snapshot -l": per([qemu_img, "snapshot", "-l", str(img)]),
+            "info --output=json": per([qemu_img, "info", "--output=json", str(img)])}
+
+
+def bench_qemu_img(layout: Layout, n: int) -> list[dict]:
+    builds = {name: build_paths(PROFILES[name], layout)["qemu-img"]
+              for name in ("patched", "stock")}
+    results = {}
+    for name, qemu_img in builds.items():
+        with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+            results[name] = _qemu_img_runs(qemu_img, Path(tmp), n)
+    rows = []
+    for op in results["patched"]:
+        p, s = results["patched"][op], results["stock"][op]
+        rows.append({"name": f"qemu-img {op} ({n} snapshots), per op",
+                     "patched": f"{p * 1000:.2f} ms", "stock": f"{s * 1000:.2f} ms",
+                     "ratio": f"{p / s:.3f}", "target": "<= 1.05"})
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'benchmark':<66} {'patched':>12} {'stock':>12} {'ratio':>7}  target")
+    for r in rows:
+        print(f"{r['name']:<66} {r.get('patched', '-'):>12} {r.get('stock', '-'):>12} "
+              f"{r.get('ratio', '-'):>7}  {r.get('target', '')}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("which", nargs="*", metavar="build|qemu-img")
+    p.add_argument("--fresh-clone", action="store_true")
+    p.add_argument("-n", type=int, default=1000, help="snapshots for the qemu-img bench")
+    args = p.parse_args(argv)
+    which = args.which or ["build", "qemu-img"]
+    unknown = set(which) - {"build", "qemu-img"}
+    if unknown:
+        p.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    layout = Layout()
+    rows: list[dict] = []
+    with StageLog(layout.logs / "bench.log") as log:
+        if "build" in which:
+            rows += bench_build(layout, log, args.fresh_clone)
+        if "qemu-img" in which:
+            rows += bench_qemu_img(layout, args.n)
+    out = layout.results / "bench.json"
+    old = json.loads(out.read_text()).get("rows", []) if out.exists() else []
+    names = {r["name"] for r in rows}
+    merged = [r for r in old if r["name"] not in names] + rows
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": merged, "machine": os.uname().nodename,
+                               "cpus": os.cpu_count()}, indent=2) + "\n")
+    print_table(rows)
+    print(f"\nsaved to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
