@@ -138,7 +138,8 @@ def tool_versions(layout: Layout) -> dict:
 
 
 def write_metadata(profile: BuildProfile, layout: Layout, args: list[str],
-                   baseline: Baseline, log: StageLog) -> dict:
+                   baseline: Baseline, log: StageLog,
+                   targets: tuple[str, ...] = BUILD_TARGETS) -> dict:
     source = profile.source(layout)
     git = Git(source, log)
     base = git.rev(baseline.base_tag)
@@ -159,7 +160,7 @@ def write_metadata(profile: BuildProfile, layout: Layout, args: list[str],
         "source_dir": str(source),
         "build_dir": str(profile.build_dir(layout)),
         "configure": [str(source / "configure"), *args],
-        "targets": list(BUILD_TARGETS),
+        "targets": list(targets) or ["(ninja default: all)"],
         "tools": tool_versions(layout),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "reproduce": f"git clone <this repo> && cd <it> && git checkout "
@@ -204,5 +205,5 @@ def build(profile: BuildProfile, layout: Layout, log: StageLog,
                           log=exc.log, hint="fix the error, then `python3 build.py build`"
                           ) from exc
     link_firmware(bdir, log)
-    write_metadata(profile, layout, args, baseline, log)
+    write_metadata(profile, layout, args, baseline, log, targets)
     return BuildResult(profile.name, bdir, configured, time.monotonic() - start)
