@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -24,13 +26,15 @@ IOTESTS = ("007 014 015 029 058 060 061 062 066 068 080 103 112 153 176 178 201 
            "267 271 286 qcow2-internal-snapshots").split()
 TIMEOUT = int(os.environ.get("QEMU_HARNESS_IOTESTS_TIMEOUT", "1800"))
 JOBS = os.environ.get("QEMU_HARNESS_IOTESTS_JOBS", "1")
+RETRY_MAX = 3
 
 _TAP = re.compile(r"^(ok|not ok) qcow2 (\S+)(?:\s+#\s*(SKIP|TODO)\b(.*))?$", re.M)
 
 
 class IotestsRun:
     def __init__(self, directory: Path, returncode: int, results: dict[str, str], elapsed: float,
-                 command: list[str]):
+                 command: list[str], retried: dict[str, str]):
+        self.retried = retried      # results of the one rerun of what failed first
         self.directory = directory
         self.returncode = returncode
         self.results = results      # test name -> "pass" | "fail" | "not run"
@@ -59,31 +63,46 @@ def iotests_run(build, results_dir) -> IotestsRun:
                     f"`python3 build.py` does it)")
     directory = results_dir / "iotests" / build.name
     directory.mkdir(parents=True, exist_ok=True)
-    sock_dir = tempfile.mkdtemp(prefix="qh-io-", dir="/tmp")
-    env = dict(os.environ, TEST_DIR=str(directory / "scratch"), SOCK_DIR=sock_dir)
-    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    cmd = [sys.executable, str(check), "-tap", "-qcow2", "-j", JOBS, *IOTESTS]
-    (directory / "command.txt").write_text(f"cd {shlex.quote(str(check.parent))} && {shlex.join(cmd)}\n")
     t0 = time.monotonic()
-    with open(directory / "check.tap", "w") as out, open(directory / "check.stderr", "w") as err:
+    rc, cmd, results = _run_check(check, directory, "check", IOTESTS)
+    # Some iotests race under CPU load (e.g. 153: a QEMU still holds its image lock while the
+    # next step starts). Rerun what failed once, alone; both outputs are kept and the item
+    # reports the flake. A broken build (many failures) is not retried.
+    failed = [t for t in IOTESTS if results.get(t) != "pass"]
+    retried: dict[str, str] = {}
+    if failed and len(failed) <= RETRY_MAX:
+        _, _, retried = _run_check(check, directory, "check-retry", failed)
+    elapsed = time.monotonic() - t0
+    record_timing(f"{build.name}.iotests_seconds", elapsed)
+    return IotestsRun(directory, rc, results, elapsed, cmd, retried)
+
+
+def _run_check(check: Path, directory: Path, name: str, tests) -> tuple[int, list[str], dict[str, str]]:
+    sock_dir = tempfile.mkdtemp(prefix="qh-io-", dir="/tmp")
+    env = dict(os.environ, TEST_DIR=str(directory / f"scratch-{name}"), SOCK_DIR=sock_dir)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    cmd = [sys.executable, str(check), "-tap", "-qcow2", "-j", JOBS, *tests]
+    (directory / f"{name}.command").write_text(f"cd {shlex.quote(str(check.parent))} && {shlex.join(cmd)}\n")
+    with open(directory / f"{name}.tap", "w") as out, open(directory / f"{name}.stderr", "w") as err:
         try:
-            proc = subprocess.run(cmd, cwd=check.parent, env=env, stdout=out, stderr=err,
-                                  stdin=subprocess.DEVNULL, timeout=TIMEOUT, check=False)
-            rc = proc.returncode
+            rc = subprocess.run(cmd, cwd=check.parent, env=env, stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL, timeout=TIMEOUT, check=False).returncode
         except subprocess.TimeoutExpired:
             rc = -1
             err.write(f"\n[rig: check killed after {TIMEOUT}s]\n")
-    elapsed = time.monotonic() - t0
-    record_timing(f"{build.name}.iotests_seconds", elapsed)
-    results = parse_tap((directory / "check.tap").read_text())
-    return IotestsRun(directory, rc, results, elapsed, cmd)
+    shutil.rmtree(sock_dir, ignore_errors=True)
+    return rc, cmd, parse_tap((directory / f"{name}.tap").read_text())
 
 
 @pytest.mark.iotests
 @pytest.mark.parametrize("iotest", IOTESTS)
-def test_iotest(iotests_run, iotest):
-    status = iotests_run.results.get(iotest)
-    where = f"(output in {iotests_run.directory}: check.tap, check.stderr)"
+def test_iotest(iotests_run, iotest, record_property):
+    first = iotests_run.results.get(iotest)
+    status = iotests_run.retried.get(iotest, first) if first != "pass" else first
+    where = f"(output in {iotests_run.directory}: check.tap, check.stderr, check-retry.*)"
     assert status is not None, f"check printed no result for {iotest} (exit {iotests_run.returncode}) {where}"
     assert status != "not run", f"iotest {iotest} was not run on this build {where}"
     assert status == "pass", f"iotest {iotest}: {status} {where}"
+    if first != "pass":
+        record_property("flaky", f"first run: {first}; passed on rerun")
+        warnings.warn(f"iotest {iotest} failed its first run and passed alone {where}")

@@ -1,0 +1,129 @@
+"""Features of the patch series (SPEC.md §2-3), on a real guest, over HMP and QMP.
+
+Marked `series`: expected to fail on the stock build (xfail strict), must pass on patched.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid as uuidlib
+
+import pytest
+
+from tests.qemu.lib.errors import JobError, QMPCommandError
+from tests.qemu.lib.machine import DEFAULT_PROFILE, DISK_NODE
+
+pytestmark = pytest.mark.series
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+def _node_snapshots(vm) -> dict[str, dict]:
+    for node in vm.qmp.cmd("query-named-block-nodes", flat=True):
+        if node.get("node-name") == DISK_NODE:
+            return {s["name"]: s for s in node.get("image", {}).get("snapshots", [])}
+    raise AssertionError(f"{DISK_NODE} missing from query-named-block-nodes")
+
+
+def _vm_snapshots(vm) -> tuple[str | None, dict[str, dict]]:
+    ret = vm.qmp.cmd("query-vm-snapshots")
+    return ret.get("current"), {s["name"]: s for s in ret["snapshots"]}
+
+
+def test_snapshots_get_uuid_and_parent(vm, snapshots):
+    """A new snapshot gets a fresh v4 UUID; the next one records it as parent; current follows."""
+    snapshots.save("s1")
+    snapshots.save("s2")
+    node = _node_snapshots(vm)
+    u1, u2 = node["s1"]["uuid"], node["s2"]["uuid"]
+    assert UUID_RE.match(u1) and UUID_RE.match(u2) and u1 != u2
+    assert "parent-uuid" not in node["s1"], "the first snapshot is a root"
+    assert node["s2"]["parent-uuid"] == u1
+
+    current, vms = _vm_snapshots(vm)
+    assert current == u2
+    assert vms["s1"]["uuid"] == u1 and vms["s1"]["devices"] == [DISK_NODE]
+    assert vms["s2"]["parent-uuid"] == u1
+
+
+def test_load_and_delete_by_uuid(vm, snapshots, monitor):
+    """loadvm/snapshot-load by UUID restores RAM and disk; delete by UUID removes it."""
+    con = vm.console
+    con.wait_counter()
+    snapshots.stop()
+    c_saved, d_saved = con.last_counter(), vm.disk_counter()
+    snapshots.save("by-uuid")
+    u = _node_snapshots(vm)["by-uuid"]["uuid"]
+    snapshots.cont()
+    c_after = con.wait_counter(at_least=c_saved + 3)
+    snapshots.stop()
+    mark = con.mark()
+    if monitor == "hmp":
+        vm.hmp.cmd(f"loadvm {u}", timeout=300)
+    else:
+        vm.qmp.run_job("snapshot-load", "load-uuid", uuid=u, vmstate=DISK_NODE, devices=[DISK_NODE])
+    assert vm.disk_counter() == d_saved
+    snapshots.cont()
+    n = con.wait_counter(since=mark)
+    assert c_saved < n <= c_saved + 2 and n < c_after
+    assert vm.qmp.cmd("query-vm-snapshots").get("current") == u
+
+    if monitor == "hmp":
+        vm.hmp.cmd(f"delvm {u}")
+    else:
+        vm.qmp.run_job("snapshot-delete", "delete-uuid", uuid=u, devices=[DISK_NODE])
+    assert "by-uuid" not in _node_snapshots(vm)
+
+
+def test_unknown_or_malformed_uuid_changes_nothing(vm, snapshots, monitor):
+    snapshots.save("keep")
+    keep = _node_snapshots(vm)["keep"]["uuid"]
+    assert UUID_RE.match(keep)
+    for bad in (str(uuidlib.uuid4()), "12345678-not-a-uuid"):
+        if monitor == "hmp":
+            assert vm.hmp.cmd_error(f"loadvm {bad}")
+            assert vm.hmp.cmd_error(f"delvm {bad}")
+        else:
+            for cmd in ("snapshot-load", "snapshot-delete"):
+                args = {"uuid": bad, "devices": [DISK_NODE]}
+                if cmd == "snapshot-load":
+                    args["vmstate"] = DISK_NODE
+                with pytest.raises((QMPCommandError, JobError)):
+                    vm.qmp.run_job(cmd, f"{cmd}-bad", **args)
+        assert vm.qmp.cmd("query-status")["status"] == "running"
+    assert list(_node_snapshots(vm)) == ["keep"]
+    assert _node_snapshots(vm)["keep"]["uuid"] == keep
+    mark = vm.console.mark()
+    vm.console.wait_counter(since=mark)
+
+
+def test_snapshot_load_needs_exactly_one_of_tag_and_uuid(vm):
+    vm.qmp.run_job("snapshot-save", "save-one", tag="one", vmstate=DISK_NODE, devices=[DISK_NODE])
+    u = _node_snapshots(vm)["one"]["uuid"]
+    for args in ({}, {"tag": "one", "uuid": u}):
+        with pytest.raises((QMPCommandError, JobError)):
+            vm.qmp.run_job("snapshot-load", "load-bad", vmstate=DISK_NODE, devices=[DISK_NODE], **args)
+
+
+def test_info_snapshots_shows_uuids(vm):
+    vm.hmp.cmd("savevm a")
+    vm.hmp.cmd("savevm b")
+    node = _node_snapshots(vm)
+    out = vm.hmp.cmd("info snapshots")
+    assert node["a"]["uuid"] in out and node["b"]["uuid"] in out
+
+
+def test_query_netdevs(vm, monitor):
+    """query-netdevs lists the -netdev backends with type and peer, and follows add/del."""
+    nets = {n["id"]: n for n in vm.qmp.cmd("query-netdevs")}
+    for nic in DEFAULT_PROFILE.nics:
+        assert nets[nic.netdev_id]["type"] == "user"
+        assert nets[nic.netdev_id]["peer-id"] == nic.device_id
+    if monitor == "hmp":
+        vm.hmp.cmd("netdev_add user,id=hot1,restrict=on")
+    else:
+        vm.qmp.cmd("netdev_add", type="user", id="hot1", restrict=True)
+    nets = {n["id"]: n for n in vm.qmp.cmd("query-netdevs")}
+    assert nets["hot1"]["type"] == "user" and "peer-id" not in nets["hot1"]
+    vm.qmp.cmd("netdev_del", id="hot1")
+    assert "hot1" not in {n["id"] for n in vm.qmp.cmd("query-netdevs")}
