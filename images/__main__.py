@@ -10,8 +10,12 @@ from .guest import ImageError, ensure_guest
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m images", description=__doc__)
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="cache root (default ~/.cache/qemu-snap-harness/images)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="cache root (default ~/.cache/qemu-snap-harness/images)",
+    )
     args = parser.parse_args(argv)
     try:
         guest = ensure_guest(args.cache_dir, log=lambda msg: print(msg, file=sys.stderr))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 DEFAULT_SIZE = "64M"
 
@@ -14,8 +14,14 @@ class DiskError(Exception):
     """qemu-img failed; the message carries its command line and output."""
 
 
-def make_disk(qemu_img: str | Path, path: str | Path, fmt: str = "qcow2", size: str = DEFAULT_SIZE,
-              options: Sequence[str] = (), log: Callable[[str], None] | None = None) -> Path:
+def make_disk(
+    qemu_img: str | Path,
+    path: str | Path,
+    fmt: str = "qcow2",
+    size: str = DEFAULT_SIZE,
+    options: Sequence[str] = (),
+    log: Callable[[str], None] | None = None,
+) -> Path:
     """Create ``path`` as a ``fmt`` (qcow2 or raw) image of ``size`` and return it."""
     path = Path(path)
     args = [str(qemu_img), "create", "-q", "-f", fmt]
@@ -26,5 +32,7 @@ def make_disk(qemu_img: str | Path, path: str | Path, fmt: str = "qcow2", size: 
         log("$ " + shlex.join(args))
     proc = subprocess.run(args, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise DiskError(f"{shlex.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+        raise DiskError(
+            f"{shlex.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
+        )
     return path

@@ -24,8 +24,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 # Bump when the way the guest is assembled changes (invalidates every cache entry).
 BUILDER_VERSION = "1"
@@ -94,7 +94,9 @@ def _run(args: list[str], log: Log, **kwargs) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(args, check=True, text=True, capture_output=True, **kwargs)
     except FileNotFoundError as exc:
-        raise ImageError(f"{args[0]} not found: install it (apt-get install {_tool_package(args[0])})") from exc
+        raise ImageError(
+            f"{args[0]} not found: install it (apt-get install {_tool_package(args[0])})"
+        ) from exc
     except subprocess.CalledProcessError as exc:
         raise ImageError(
             f"command failed ({exc.returncode}): {shlex.join(args)}\n{exc.stdout}{exc.stderr}"
@@ -102,7 +104,13 @@ def _run(args: list[str], log: Log, **kwargs) -> subprocess.CompletedProcess:
 
 
 def _tool_package(tool: str) -> str:
-    return {"cpio": "cpio", "dpkg-deb": "dpkg", "apt-get": "apt", "apt-cache": "apt", "depmod": "kmod"}.get(tool, tool)
+    return {
+        "cpio": "cpio",
+        "dpkg-deb": "dpkg",
+        "apt-get": "apt",
+        "apt-cache": "apt",
+        "depmod": "kmod",
+    }.get(tool, tool)
 
 
 def _apt_show(name: str, log: Log) -> dict[str, str]:
@@ -110,7 +118,9 @@ def _apt_show(name: str, log: Log) -> dict[str, str]:
     try:
         out = _run(["apt-cache", "show", "--no-all-versions", name], log).stdout
     except ImageError as exc:
-        raise ImageError(f"apt does not know {name}: run `apt-get update` and retry\n{exc}") from exc
+        raise ImageError(
+            f"apt does not know {name}: run `apt-get update` and retry\n{exc}"
+        ) from exc
     fields: dict[str, str] = {}
     for line in out.splitlines():
         if not line.strip():
@@ -130,7 +140,10 @@ def resolve_packages(log: Log = print) -> tuple[Package, Package, Package]:
     meta = _apt_show(KERNEL_META_PACKAGE, log)
     m = re.search(r"(linux-image-[0-9][^\s,|(]*)", meta.get("Depends", ""))
     if not m:
-        raise ImageError(f"cannot find the kernel package in {KERNEL_META_PACKAGE} Depends: {meta.get('Depends')!r}")
+        raise ImageError(
+            f"cannot find the kernel package in {KERNEL_META_PACKAGE} "
+            f"Depends: {meta.get('Depends')!r}"
+        )
     image = _apt_show(m.group(1), log)
     bb = _apt_show(BUSYBOX_PACKAGE, log)
     return (
@@ -200,8 +213,14 @@ def _pack_cpio(root: Path, out: Path, log: Log) -> None:
     log("$ " + shlex.join(args) + f" < (file list) > {out}")
     with open(out, "wb") as f:
         try:
-            proc = subprocess.run(args, cwd=root, input="\n".join(names).encode() + b"\n",
-                                  stdout=f, stderr=subprocess.PIPE, check=False)
+            proc = subprocess.run(
+                args,
+                cwd=root,
+                input="\n".join(names).encode() + b"\n",
+                stdout=f,
+                stderr=subprocess.PIPE,
+                check=False,
+            )
         except FileNotFoundError as exc:
             raise ImageError("cpio not found: install it (apt-get install cpio)") from exc
     if proc.returncode != 0:
@@ -216,8 +235,13 @@ def _cached(directory: Path) -> Guest | None:
     kernel, initrd = directory / "vmlinuz", directory / "initrd.cpio"
     if not (kernel.is_file() and initrd.is_file()):
         return None
-    return Guest(kernel=kernel, initrd=initrd, cmdline=manifest["cmdline"], manifest=manifest,
-                 directory=directory)
+    return Guest(
+        kernel=kernel,
+        initrd=initrd,
+        cmdline=manifest["cmdline"],
+        manifest=manifest,
+        directory=directory,
+    )
 
 
 def ensure_guest(cache_dir: Path | None = None, log: Log = print) -> Guest:
@@ -252,7 +276,7 @@ def ensure_guest(cache_dir: Path | None = None, log: Log = print) -> Guest:
         vmlinuz = sorted(extract.glob("boot/vmlinuz-*"))
         if len(vmlinuz) != 1:
             raise ImageError(f"expected one kernel in {kernel_pkg.name}, found {vmlinuz}")
-        kver = vmlinuz[0].name[len("vmlinuz-"):]
+        kver = vmlinuz[0].name[len("vmlinuz-") :]
         moddir = None
         for prefix in ("lib/modules", "usr/lib/modules"):
             if (extract / prefix / kver).is_dir():
@@ -280,9 +304,11 @@ def ensure_guest(cache_dir: Path | None = None, log: Log = print) -> Guest:
             data = src.read_bytes()
             if src.name.endswith(".xz"):
                 import lzma
+
                 data = lzma.decompress(data)
             elif src.name.endswith(".gz"):
                 import gzip
+
                 data = gzip.decompress(data)
             elif src.name.endswith(".zst"):
                 raise ImageError(f"{src.name}: zstd-compressed modules are not supported")

@@ -48,18 +48,30 @@ LOGS_KEY = pytest.StashKey[Path]()
 
 # -- options, markers, collection ----------------------------------------------------
 
+
 def pytest_addoption(parser):
     group = parser.getgroup("qemu rig")
-    group.addoption("--results-dir", default="out/results",
-                    help="where per-test logs, booted states and iotests output go (default out/results)")
-    group.addoption("--builds", default="patched,stock",
-                    help="comma-separated builds to test: patched, stock (default both)")
+    group.addoption(
+        "--results-dir",
+        default="out/results",
+        help="where per-test logs, booted states and iotests output go (default out/results)",
+    )
+    group.addoption(
+        "--builds",
+        default="patched,stock",
+        help="comma-separated builds to test: patched, stock (default both)",
+    )
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "series: tests a feature of the patch series "
-                                       "(xfail strict on the stock build, must pass on patched)")
-    config.addinivalue_line("markers", "iotests: runs upstream qemu-iotests (deselect with -m 'not iotests')")
+    config.addinivalue_line(
+        "markers",
+        "series: tests a feature of the patch series "
+        "(xfail strict on the stock build, must pass on patched)",
+    )
+    config.addinivalue_line(
+        "markers", "iotests: runs upstream qemu-iotests (deselect with -m 'not iotests')"
+    )
     config.addinivalue_line("markers", "coldboot: boots the guest from scratch")
 
 
@@ -86,11 +98,17 @@ def pytest_collection_modifyitems(config, items):
         if callspec.params["build"] == "stock":
             # Only "feature absent" outcomes count as the expected failure; a VM that does not
             # start, hangs or panics (VMError) is a real failure on stock too.
-            item.add_marker(pytest.mark.xfail(strict=True, raises=SERIES_ABSENT,
-                                              reason="series feature: absent from stock QEMU"))
+            item.add_marker(
+                pytest.mark.xfail(
+                    strict=True,
+                    raises=SERIES_ABSENT,
+                    reason="series feature: absent from stock QEMU",
+                )
+            )
 
 
 # -- failure report names the test's directory ---------------------------------------
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
@@ -100,7 +118,9 @@ def pytest_runtest_makereport(item, call):
     if logs is not None and rep.when == "call":
         item.user_properties.append(("logs", str(logs)))
     if logs is not None and rep.failed:
-        rep.sections.append(("qemu rig logs", f"test directory (command lines, console, qmp/hmp traffic): {logs}"))
+        rep.sections.append(
+            ("qemu rig logs", f"test directory (command lines, console, qmp/hmp traffic): {logs}")
+        )
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -110,7 +130,8 @@ def pytest_sessionfinish(session, exitstatus):
         timings.write(results / "timings.json")
     if left:
         msg = "QEMU processes left running by the rig (killed now): " + ", ".join(
-            f"pid {pid} ({label})" for pid, label in left)
+            f"pid {pid} ({label})" for pid, label in left
+        )
         tr = session.config.pluginmanager.get_plugin("terminalreporter")
         if tr:
             tr.write_line("ERROR: " + msg, red=True)
@@ -123,6 +144,7 @@ record_timing = timings.record
 
 
 # -- fixtures --------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def results_dir(pytestconfig) -> Path:
@@ -180,6 +202,7 @@ def _make_disk(build: QemuBuild, path: Path, fmt: str = "qcow2", size: str = DIS
 def make_disk(build, test_dir):
     def make(name: str, fmt: str = "qcow2", size: str = DISK_SIZE) -> Path:
         return _make_disk(build, test_dir / name, fmt, size)
+
     return make
 
 
@@ -210,10 +233,22 @@ def booted_state(build, guest, results_dir) -> BootedState:
         vm.save_state(state)
         record_timing(f"{build.name}.cold_boot_to_ready_seconds", boot)
         record_timing(f"{build.name}.save_state_seconds", time.monotonic() - t1)
-    (directory / "state.json").write_text(json.dumps({
-        "build": str(build.system), "profile": repr(DEFAULT_PROFILE), "profile_key": DEFAULT_PROFILE.key(),
-        "guest": guest.manifest["key"], "accel": accel_from_env(), "counter_at_save": counter,
-        "boot_seconds": round(boot, 3), "size": state.stat().st_size}, indent=2) + "\n")
+    (directory / "state.json").write_text(
+        json.dumps(
+            {
+                "build": str(build.system),
+                "profile": repr(DEFAULT_PROFILE),
+                "profile_key": DEFAULT_PROFILE.key(),
+                "guest": guest.manifest["key"],
+                "accel": accel_from_env(),
+                "counter_at_save": counter,
+                "boot_seconds": round(boot, 3),
+                "size": state.stat().st_size,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return BootedState(state, DEFAULT_PROFILE, boot, counter)
 
 
@@ -221,9 +256,15 @@ def booted_state(build, guest, results_dir) -> BootedState:
 def vm_factory(request, build, guest, test_dir):
     started: list[VM] = []
 
-    def start(name: str = "vm", *, fast: bool = True, disk: Path | None = None,
-              disk_format: str = "qcow2", profile: MachineProfile = DEFAULT_PROFILE,
-              extra_args: tuple[str, ...] = ()) -> VM:
+    def start(
+        name: str = "vm",
+        *,
+        fast: bool = True,
+        disk: Path | None = None,
+        disk_format: str = "qcow2",
+        profile: MachineProfile = DEFAULT_PROFILE,
+        extra_args: tuple[str, ...] = (),
+    ) -> VM:
         if disk is None:
             disk = _make_disk(build, test_dir / f"{name}-disk.{disk_format}", disk_format)
         incoming = None
@@ -232,8 +273,16 @@ def vm_factory(request, build, guest, test_dir):
             if profile != state.profile:
                 raise ValueError("a fast-started VM must use the profile of the booted state")
             incoming = state.path
-        vm = VM(build, guest, test_dir, disk=disk, profile=profile, incoming=incoming, name=name,
-                extra_args=extra_args)
+        vm = VM(
+            build,
+            guest,
+            test_dir,
+            disk=disk,
+            profile=profile,
+            incoming=incoming,
+            name=name,
+            extra_args=extra_args,
+        )
         started.append(vm)
         t0 = time.monotonic()
         vm.launch()
@@ -245,7 +294,9 @@ def vm_factory(request, build, guest, test_dir):
     yield start
     for vm in reversed(started):
         vm.shutdown()
-    (test_dir / "timings.json").write_text(json.dumps({v.name: v.timings for v in started}, indent=2) + "\n")
+    (test_dir / "timings.json").write_text(
+        json.dumps({v.name: v.timings for v in started}, indent=2) + "\n"
+    )
     for vm in started:
         assert not vm.is_running(), f"QEMU {vm.pid} still running after shutdown"
 

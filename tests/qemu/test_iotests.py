@@ -22,8 +22,10 @@ import pytest
 
 from tests.qemu.lib.timings import record as record_timing
 
-IOTESTS = ("007 014 015 029 058 060 061 062 066 068 080 103 112 153 176 178 201 217 244 261 "
-           "267 271 286 qcow2-internal-snapshots").split()
+IOTESTS = (
+    "007 014 015 029 058 060 061 062 066 068 080 103 112 153 176 178 201 217 244 261 "
+    "267 271 286 qcow2-internal-snapshots"
+).split()
 TIMEOUT = int(os.environ.get("QEMU_HARNESS_IOTESTS_TIMEOUT", "1800"))
 JOBS = os.environ.get("QEMU_HARNESS_IOTESTS_JOBS", "1")
 RETRY_MAX = 3
@@ -32,12 +34,19 @@ _TAP = re.compile(r"^(ok|not ok) qcow2 (\S+)(?:\s+#\s*(SKIP|TODO)\b(.*))?$", re.
 
 
 class IotestsRun:
-    def __init__(self, directory: Path, returncode: int, results: dict[str, str], elapsed: float,
-                 command: list[str], retried: dict[str, str]):
-        self.retried = retried      # results of the one rerun of what failed first
+    def __init__(
+        self,
+        directory: Path,
+        returncode: int,
+        results: dict[str, str],
+        elapsed: float,
+        command: list[str],
+        retried: dict[str, str],
+    ):
+        self.retried = retried  # results of the one rerun of what failed first
         self.directory = directory
         self.returncode = returncode
-        self.results = results      # test name -> "pass" | "fail" | "not run"
+        self.results = results  # test name -> "pass" | "fail" | "not run"
         self.elapsed = elapsed
         self.command = command
 
@@ -54,13 +63,17 @@ def parse_tap(text: str) -> dict[str, str]:
 def iotests_run(build, results_dir) -> IotestsRun:
     check = build.build_dir / "tests" / "qemu-iotests" / "check"
     if not check.exists():
-        pytest.skip(f"{check} missing: configure the {build.name} build with --enable-tools "
-                    f"and build it (`python3 build.py`)")
+        pytest.skip(
+            f"{check} missing: configure the {build.name} build with --enable-tools "
+            f"and build it (`python3 build.py`)"
+        )
     bundle = build.build_dir / "qemu-bundle" / "usr" / "local" / "share" / "qemu"
     if not (bundle / "bios-256k.bin").exists():
-        pytest.skip(f"the {build.name} build cannot find its firmware: {bundle}/bios-256k.bin is missing "
-                    f"(link /usr/share/seabios/*.bin, /usr/share/qemu/linuxboot_dma.bin, ... there; "
-                    f"`python3 build.py` does it)")
+        pytest.skip(
+            f"the {build.name} build cannot find its firmware: {bundle}/bios-256k.bin is missing "
+            f"(link /usr/share/seabios/*.bin, /usr/share/qemu/linuxboot_dma.bin, ... there; "
+            f"`python3 build.py` does it)"
+        )
     directory = results_dir / "iotests" / build.name
     directory.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -77,16 +90,31 @@ def iotests_run(build, results_dir) -> IotestsRun:
     return IotestsRun(directory, rc, results, elapsed, cmd, retried)
 
 
-def _run_check(check: Path, directory: Path, name: str, tests) -> tuple[int, list[str], dict[str, str]]:
+def _run_check(
+    check: Path, directory: Path, name: str, tests
+) -> tuple[int, list[str], dict[str, str]]:
     sock_dir = tempfile.mkdtemp(prefix="qh-io-", dir="/tmp")
     env = dict(os.environ, TEST_DIR=str(directory / f"scratch-{name}"), SOCK_DIR=sock_dir)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     cmd = [sys.executable, str(check), "-tap", "-qcow2", "-j", JOBS, *tests]
-    (directory / f"{name}.command").write_text(f"cd {shlex.quote(str(check.parent))} && {shlex.join(cmd)}\n")
-    with open(directory / f"{name}.tap", "w") as out, open(directory / f"{name}.stderr", "w") as err:
+    (directory / f"{name}.command").write_text(
+        f"cd {shlex.quote(str(check.parent))} && {shlex.join(cmd)}\n"
+    )
+    with (
+        open(directory / f"{name}.tap", "w") as out,
+        open(directory / f"{name}.stderr", "w") as err,
+    ):
         try:
-            rc = subprocess.run(cmd, cwd=check.parent, env=env, stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL, timeout=TIMEOUT, check=False).returncode
+            rc = subprocess.run(
+                cmd,
+                cwd=check.parent,
+                env=env,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                timeout=TIMEOUT,
+                check=False,
+            ).returncode
         except subprocess.TimeoutExpired:
             rc = -1
             err.write(f"\n[rig: check killed after {TIMEOUT}s]\n")
@@ -100,9 +128,11 @@ def test_iotest(iotests_run, iotest, record_property):
     first = iotests_run.results.get(iotest)
     status = iotests_run.retried.get(iotest, first) if first != "pass" else first
     where = f"(output in {iotests_run.directory}: check.tap, check.stderr, check-retry.*)"
-    assert status is not None, f"check printed no result for {iotest} (exit {iotests_run.returncode}) {where}"
+    assert status is not None, (
+        f"check printed no result for {iotest} (exit {iotests_run.returncode}) {where}"
+    )
     assert status != "not run", f"iotest {iotest} was not run on this build {where}"
     assert status == "pass", f"iotest {iotest}: {status} {where}"
     if first != "pass":
         record_property("flaky", f"first run: {first}; passed on rerun")
-        warnings.warn(f"iotest {iotest} failed its first run and passed alone {where}")
+        warnings.warn(f"iotest {iotest} failed its first run, passed alone {where}", stacklevel=1)

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from tests.qemu.lib.timings import record as record_timing
 from tests.qemu.lib.machine import DEFAULT_PROFILE, VM
+from tests.qemu.lib.timings import record as record_timing
 
 
 @pytest.mark.coldboot
@@ -16,7 +16,9 @@ def test_cold_boot(build, guest, test_dir, make_disk):
     disk = make_disk("cold-disk.qcow2")
     t0 = time.monotonic()
     with VM(build, guest, test_dir, disk=disk, name="cold") as vm:
-        m = vm.console.wait_for(rf"^{guest.ready_marker} kernel=(\S+) disk=(\S+) nics=(\S*)$", timeout=180)
+        m = vm.console.wait_for(
+            rf"^{guest.ready_marker} kernel=(\S+) disk=(\S+) nics=(\S*)$", timeout=180
+        )
         boot = time.monotonic() - t0
         assert m.group(1) == guest.manifest["kernel_release"]
         assert m.group(2) == "/dev/vda"
@@ -25,7 +27,9 @@ def test_cold_boot(build, guest, test_dir, make_disk):
         assert first == 1, "a cold-booted guest starts counting at 1"
         last = vm.console.wait_counter(at_least=first + 2, timeout=30)
         disk_value = vm.disk_counter()
-        assert disk_value is not None and disk_value >= last, "the guest writes its counter to the disk"
+        assert disk_value is not None and disk_value >= last, (
+            "the guest writes its counter to the disk"
+        )
         assert vm.qmp.cmd("query-status")["status"] == "running"
     assert vm.exitcode == 0, f"QEMU exit code {vm.exitcode} after quit"
     record_timing(f"{build.name}.test_cold_boot_to_ready_seconds", boot)
@@ -35,7 +39,8 @@ def test_fast_start(vm, booted_state, build):
     """A VM started from the booted state continues the saved guest, without booting."""
     values = vm.console.counters()
     assert values and values[0] > booted_state.counter, (
-        f"counter {values[:1]} does not continue the saved guest (saved at {booted_state.counter})")
+        f"counter {values[:1]} does not continue the saved guest (saved at {booted_state.counter})"
+    )
     assert "HARNESS-READY" not in vm.console.text(), "a fast-started VM must not boot again"
     assert vm.qmp.cmd("query-status")["status"] == "running"
     migration = vm.qmp.cmd("query-migrate")

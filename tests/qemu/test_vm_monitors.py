@@ -16,17 +16,22 @@ def _qdm_names(text: str) -> set[str]:
 def test_info_qdm_matches_qom_list_types(vm):
     """HMP `info qdm` lists exactly the non-abstract device types QMP reports."""
     hmp_names = _qdm_names(vm.hmp.cmd("info qdm"))
-    qmp_names = {t["name"] for t in vm.qmp.cmd("qom-list-types", implements="device", abstract=False)}
+    qmp_names = {
+        t["name"] for t in vm.qmp.cmd("qom-list-types", implements="device", abstract=False)
+    }
     assert "virtio-blk-pci" in hmp_names and "virtio-net-pci" in hmp_names
     assert len(hmp_names) > 100
     assert hmp_names == qmp_names, (
         f"only in info qdm: {sorted(hmp_names - qmp_names)}; only in qom-list-types: "
-        f"{sorted(qmp_names - hmp_names)}")
+        f"{sorted(qmp_names - hmp_names)}"
+    )
 
 
 # `info network` lines: "nic0: index=0,type=nic,model=...,macaddr=..." and, for the peer of a
 # NIC, " \ net0: index=0,type=user,net=10.0.2.0,restrict=on"; unconnected netdevs at top level.
-_NET_LINE = re.compile(r"^(?P<peer> \\ )?(?P<name>[^\s:]+): index=\d+,type=(?P<type>\w+)(?P<rest>.*)$", re.M)
+_NET_LINE = re.compile(
+    r"^(?P<peer> \\ )?(?P<name>[^\s:]+): index=\d+,type=(?P<type>\w+)(?P<rest>.*)$", re.M
+)
 
 
 def parse_info_network(text: str) -> dict[str, dict]:
@@ -87,4 +92,6 @@ def test_hmp_reports_errors(vm):
 @pytest.mark.parametrize("command", ["query-status", "query-name"])
 def test_qmp_basics(vm, command):
     ret = vm.qmp.cmd(command)
-    assert ret == ({"running": True, "status": "running"} if command == "query-status" else {"name": "vm"})
+    assert ret == (
+        {"running": True, "status": "running"} if command == "query-status" else {"name": "vm"}
+    )

@@ -102,7 +102,9 @@ def test_snapshot_load_needs_exactly_one_of_tag_and_uuid(vm):
     u = _node_snapshots(vm)["one"]["uuid"]
     for args in ({}, {"tag": "one", "uuid": u}):
         with pytest.raises((QMPCommandError, JobError)):
-            vm.qmp.run_job("snapshot-load", "load-bad", vmstate=DISK_NODE, devices=[DISK_NODE], **args)
+            vm.qmp.run_job(
+                "snapshot-load", "load-bad", vmstate=DISK_NODE, devices=[DISK_NODE], **args
+            )
 
 
 def test_info_snapshots_shows_uuids(vm):

@@ -23,32 +23,46 @@ KEYS = ("qemu-system-x86_64", "qemu-img", "qemu-io", "qemu-nbd", "build-dir", "s
 
 @dataclasses.dataclass(frozen=True)
 class QemuBuild:
-    name: str            # "patched" or "stock"
-    system: Path         # qemu-system-x86_64
+    name: str  # "patched" or "stock"
+    system: Path  # qemu-system-x86_64
     img: Path
     io: Path
     nbd: Path
     build_dir: Path
     source_dir: Path
-    origin: str          # where the paths came from (env file or build.py)
+    origin: str  # where the paths came from (env file or build.py)
 
     @classmethod
-    def from_json(cls, name: str, data: dict, origin: str) -> "QemuBuild":
+    def from_json(cls, name: str, data: dict, origin: str) -> QemuBuild:
         missing = [k for k in KEYS if k not in data]
         if missing:
             raise BuildMissing(f"{origin}: keys {missing} missing from the {name} paths JSON")
-        b = cls(name=name, system=Path(data["qemu-system-x86_64"]), img=Path(data["qemu-img"]),
-                io=Path(data["qemu-io"]), nbd=Path(data["qemu-nbd"]),
-                build_dir=Path(data["build-dir"]), source_dir=Path(data["source-dir"]), origin=origin)
+        b = cls(
+            name=name,
+            system=Path(data["qemu-system-x86_64"]),
+            img=Path(data["qemu-img"]),
+            io=Path(data["qemu-io"]),
+            nbd=Path(data["qemu-nbd"]),
+            build_dir=Path(data["build-dir"]),
+            source_dir=Path(data["source-dir"]),
+            origin=origin,
+        )
         for p in (b.system, b.img):
             if not os.access(p, os.X_OK):
-                raise BuildMissing(f"{name} build: {p} is not an executable (from {origin}); "
-                                   f"run `python3 build.py` to build it")
+                raise BuildMissing(
+                    f"{name} build: {p} is not an executable (from {origin}); "
+                    f"run `python3 build.py` to build it"
+                )
         return b
 
 
 def build_command(name: str) -> list[str]:
-    cmd = [sys.executable if sys.executable else "python3", str(REPO / "build.py"), "paths", "--json"]
+    cmd = [
+        sys.executable if sys.executable else "python3",
+        str(REPO / "build.py"),
+        "paths",
+        "--json",
+    ]
     if name == "stock":
         cmd.append("--stock")
     return cmd
@@ -66,13 +80,17 @@ def resolve(name: str) -> QemuBuild:
             raise BuildMissing(f"{ENV[name]}={env_file}: cannot read paths JSON: {exc}") from exc
         return QemuBuild.from_json(name, data, f"{ENV[name]}={env_file}")
     if not (REPO / "build.py").is_file():
-        raise BuildMissing(f"no {name} build: {REPO / 'build.py'} does not exist and {ENV[name]} is not set")
+        raise BuildMissing(
+            f"no {name} build: {REPO / 'build.py'} does not exist and {ENV[name]} is not set"
+        )
     cmd = build_command(name)
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise BuildMissing(f"no {name} build (`{' '.join(cmd[1:])}` exited {proc.returncode}: "
-                           f"{(proc.stderr or proc.stdout).strip()[-300:]}); run `python3 build.py` "
-                           f"or set {ENV[name]} to a paths JSON file")
+        raise BuildMissing(
+            f"no {name} build (`{' '.join(cmd[1:])}` exited {proc.returncode}: "
+            f"{(proc.stderr or proc.stdout).strip()[-300:]}); run `python3 build.py` "
+            f"or set {ENV[name]} to a paths JSON file"
+        )
     try:
         data = json.loads(proc.stdout)
     except ValueError as exc:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .errors import GuestFailure, VMTimeout
 
@@ -39,25 +39,34 @@ class Console:
         except FileNotFoundError:
             return 0
 
-    def wait_for(self, pattern: str, since: int = 0, timeout: float = 60.0,
-                 failures: tuple[str, ...] = FAILURE_PATTERNS) -> re.Match:
+    def wait_for(
+        self,
+        pattern: str,
+        since: int = 0,
+        timeout: float = 60.0,
+        failures: tuple[str, ...] = FAILURE_PATTERNS,
+    ) -> re.Match:
         rx = re.compile(pattern, re.M)
         fail = re.compile("|".join(failures), re.M) if failures else None
         deadline = time.monotonic() + timeout
         while True:
             text = self.text(since)
             if fail and (m := fail.search(text)):
-                raise GuestFailure(f"console shows {m.group(0)!r} while waiting for {pattern!r}",
-                                   self._directory)
+                raise GuestFailure(
+                    f"console shows {m.group(0)!r} while waiting for {pattern!r}", self._directory
+                )
             if m := rx.search(text):
                 return m
             if not self._alive():
-                raise GuestFailure(f"QEMU exited while waiting for {pattern!r} on the console",
-                                   self._directory)
+                raise GuestFailure(
+                    f"QEMU exited while waiting for {pattern!r} on the console", self._directory
+                )
             if time.monotonic() > deadline:
                 tail = text[-300:]
-                raise VMTimeout(f"no {pattern!r} on the console after {timeout}s; tail: {tail!r}",
-                                self._directory)
+                raise VMTimeout(
+                    f"no {pattern!r} on the console after {timeout}s; tail: {tail!r}",
+                    self._directory,
+                )
             time.sleep(0.05)
 
     def counters(self, since: int = 0) -> list[int]:
@@ -68,21 +77,26 @@ class Console:
         values = self.counters(since)
         return values[-1] if values else None
 
-    def wait_counter(self, at_least: int | None = None, since: int = 0, timeout: float = 30.0) -> int:
+    def wait_counter(
+        self, at_least: int | None = None, since: int = 0, timeout: float = 30.0
+    ) -> int:
         """Wait for a complete counter line after ``since`` (>= ``at_least`` if given).
 
         Returns the first such counter when ``at_least`` is None, else the last one seen.
         """
         deadline = time.monotonic() + timeout
         while True:
-            self.wait_for(COUNTER_LINE.pattern, since=since,
-                          timeout=max(0.1, deadline - time.monotonic()))
+            self.wait_for(
+                COUNTER_LINE.pattern, since=since, timeout=max(0.1, deadline - time.monotonic())
+            )
             values = self.counters(since)
             if at_least is None:
                 return values[0]
             if values[-1] >= at_least:
                 return values[-1]
             if time.monotonic() > deadline:
-                raise VMTimeout(f"counter did not reach {at_least} in {timeout}s (last {values[-1]})",
-                                self._directory)
+                raise VMTimeout(
+                    f"counter did not reach {at_least} in {timeout}s (last {values[-1]})",
+                    self._directory,
+                )
             time.sleep(0.1)

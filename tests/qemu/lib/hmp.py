@@ -65,8 +65,9 @@ class HMP:
                     raise
                 time.sleep(0.05)
         self._sock = s
-        self._child = pexpect.fdpexpect.fdspawn(s.fileno(), timeout=self.timeout, encoding="utf-8",
-                                                codec_errors="replace")
+        self._child = pexpect.fdpexpect.fdspawn(
+            s.fileno(), timeout=self.timeout, encoding="utf-8", codec_errors="replace"
+        )
         self._child.logfile_read = self._raw
         self._child.expect_exact(PROMPT)
         self.banner = clean(self._child.before)
@@ -81,11 +82,15 @@ class HMP:
         try:
             self._child.expect_exact(PROMPT, timeout=timeout or self.timeout)
         except pexpect.TIMEOUT as exc:
-            raise VMTimeout(f"HMP {command_line!r}: no prompt after {timeout or self.timeout}s; "
-                            f"got {clean(self._child.before)[-500:]!r}") from exc
+            raise VMTimeout(
+                f"HMP {command_line!r}: no prompt after {timeout or self.timeout}s; "
+                f"got {clean(self._child.before)[-500:]!r}"
+            ) from exc
         except pexpect.EOF as exc:
-            raise HMPError(command_line, "monitor connection closed (QEMU exited?)\n"
-                           + clean(self._child.before)) from exc
+            raise HMPError(
+                command_line,
+                "monitor connection closed (QEMU exited?)\n" + clean(self._child.before),
+            ) from exc
         out = clean(self._child.before)
         # The readline monitor echoes the command line (redrawn per key) first.
         first, _, rest = out.partition("\n")
@@ -117,7 +122,7 @@ class HMP:
                 pass
             self._child = None
         if self._sock is not None:
-            self._sock.detach()      # fdspawn.close() already closed the descriptor
+            self._sock.detach()  # fdspawn.close() already closed the descriptor
             self._sock = None
         self._log.close()
         self._raw.close()

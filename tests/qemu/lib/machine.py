@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -33,15 +34,15 @@ from .errors import BuildMissing, VMLaunchError, VMTimeout
 from .hmp import HMP
 from .qmp import QMP
 
-DISK_NODE = "disk0"        # qcow2 node of the main disk (block node name)
-DISK_DEVICE = "vdisk0"     # its virtio-blk device id
+DISK_NODE = "disk0"  # qcow2 node of the main disk (block node name)
+DISK_DEVICE = "vdisk0"  # its virtio-blk device id
 DEFAULT_ACCEL = "tcg"
 
 
 @dataclasses.dataclass(frozen=True)
 class Nic:
     netdev_id: str
-    netdev: str            # -netdev type and options after the id, e.g. "user,restrict=on"
+    netdev: str  # -netdev type and options after the id, e.g. "user,restrict=on"
     device_id: str
     mac: str
 
@@ -68,8 +69,9 @@ class MachineProfile:
         need = {"bios-256k.bin": "seabios", "linuxboot_dma.bin": "qemu-system-data"}
         for name, pkg in need.items():
             if not any(Path(d, name).is_file() for d in self.firmware_dirs):
-                raise BuildMissing(f"firmware {name} not found in {self.firmware_dirs}: "
-                                   f"apt-get install {pkg}")
+                raise BuildMissing(
+                    f"firmware {name} not found in {self.firmware_dirs}: apt-get install {pkg}"
+                )
 
 
 DEFAULT_PROFILE = MachineProfile()
@@ -82,10 +84,20 @@ def accel_from_env() -> str:
 class VM:
     """A QEMU process with QMP, HMP and a console file, living in ``workdir``."""
 
-    def __init__(self, build: QemuBuild, guest, workdir: Path, *, disk: Path | None,
-                 accel: str | None = None, profile: MachineProfile = DEFAULT_PROFILE,
-                 incoming: Path | None = None, name: str = "vm", extra_args: tuple[str, ...] = (),
-                 qmp_timeout: float = 120.0):
+    def __init__(
+        self,
+        build: QemuBuild,
+        guest,
+        workdir: Path,
+        *,
+        disk: Path | None,
+        accel: str | None = None,
+        profile: MachineProfile = DEFAULT_PROFILE,
+        incoming: Path | None = None,
+        name: str = "vm",
+        extra_args: tuple[str, ...] = (),
+        qmp_timeout: float = 120.0,
+    ):
         self.build = build
         self.guest = guest
         self.workdir = Path(workdir)
@@ -114,28 +126,65 @@ class VM:
 
     def args(self, qmp_sock: str = "QMP_SOCK", hmp_sock: str = "HMP_SOCK") -> list[str]:
         p = self.profile
-        args = [str(self.build.system), "-nodefaults", "-display", "none", "-vga", "none",
-                "-machine", p.machine, "-accel", self.accel, "-cpu", p.cpu, "-m", p.memory,
-                "-smp", str(p.smp), "-name", self.name]
+        args = [
+            str(self.build.system),
+            "-nodefaults",
+            "-display",
+            "none",
+            "-vga",
+            "none",
+            "-machine",
+            p.machine,
+            "-accel",
+            self.accel,
+            "-cpu",
+            p.cpu,
+            "-m",
+            p.memory,
+            "-smp",
+            str(p.smp),
+            "-name",
+            self.name,
+        ]
         for d in p.firmware_dirs:
             args += ["-L", d]
-        args += ["-kernel", str(self.guest.kernel), "-initrd", str(self.guest.initrd),
-                 "-append", self.guest.cmdline,
-                 "-chardev", f"file,id=serial0,path={self.console_path}",
-                 "-serial", "chardev:serial0",
-                 "-chardev", f"socket,id=qmp0,path={qmp_sock},server=on,wait=off",
-                 "-mon", "chardev=qmp0,mode=control",
-                 "-chardev", f"socket,id=hmp0,path={hmp_sock},server=on,wait=off",
-                 "-mon", "chardev=hmp0,mode=readline"]
+        args += [
+            "-kernel",
+            str(self.guest.kernel),
+            "-initrd",
+            str(self.guest.initrd),
+            "-append",
+            self.guest.cmdline,
+            "-chardev",
+            f"file,id=serial0,path={self.console_path}",
+            "-serial",
+            "chardev:serial0",
+            "-chardev",
+            f"socket,id=qmp0,path={qmp_sock},server=on,wait=off",
+            "-mon",
+            "chardev=qmp0,mode=control",
+            "-chardev",
+            f"socket,id=hmp0,path={hmp_sock},server=on,wait=off",
+            "-mon",
+            "chardev=hmp0,mode=readline",
+        ]
         if self.disk is not None:
-            args += ["-blockdev", f"driver=file,filename={self.disk},node-name={DISK_NODE}-file",
-                     "-blockdev", f"driver={p.disk_format},file={DISK_NODE}-file,node-name={DISK_NODE}",
-                     "-device", f"virtio-blk-pci,drive={DISK_NODE},id={DISK_DEVICE}"]
+            args += [
+                "-blockdev",
+                f"driver=file,filename={self.disk},node-name={DISK_NODE}-file",
+                "-blockdev",
+                f"driver={p.disk_format},file={DISK_NODE}-file,node-name={DISK_NODE}",
+                "-device",
+                f"virtio-blk-pci,drive={DISK_NODE},id={DISK_DEVICE}",
+            ]
         for nic in p.nics:
-            args += ["-netdev", f"{nic.netdev.split(',')[0]},id={nic.netdev_id}"
-                     + "".join("," + o for o in nic.netdev.split(",")[1:]),
-                     "-device", f"virtio-net-pci,netdev={nic.netdev_id},id={nic.device_id},"
-                                f"mac={nic.mac},romfile="]
+            args += [
+                "-netdev",
+                f"{nic.netdev.split(',')[0]},id={nic.netdev_id}"
+                + "".join("," + o for o in nic.netdev.split(",")[1:]),
+                "-device",
+                f"virtio-net-pci,netdev={nic.netdev_id},id={nic.device_id},mac={nic.mac},romfile=",
+            ]
         if self.incoming is not None:
             args += ["-incoming", "defer"]
         return args + list(self.extra_args)
@@ -149,7 +198,7 @@ class VM:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def launch(self) -> "VM":
+    def launch(self) -> VM:
         self.profile.check_firmware()
         self._sockdir = Path(tempfile.mkdtemp(prefix="qh-", dir="/tmp"))
         qmp_sock, hmp_sock = str(self._sockdir / "qmp"), str(self._sockdir / "hmp")
@@ -160,13 +209,20 @@ class VM:
         self._logfile.flush()
         t0 = time.monotonic()
         try:
-            self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._logfile,
-                                          stderr=subprocess.STDOUT, cwd=self.workdir)
+            self._proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=self._logfile,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+            )
         except OSError as exc:
             raise VMLaunchError(f"cannot run {args[0]}: {exc}", self.workdir) from exc
         procs.register(self._proc, f"{self.name} in {self.workdir}")
         try:
-            self.qmp = QMP(qmp_sock, self.workdir / f"{self.name}-qmp.log", timeout=self.qmp_timeout)
+            self.qmp = QMP(
+                qmp_sock, self.workdir / f"{self.name}-qmp.log", timeout=self.qmp_timeout
+            )
             self._connect_qmp(qmp_sock)
             self.hmp = HMP(hmp_sock, self.workdir / f"{self.name}-hmp.log")
             self.hmp.connect()
@@ -186,7 +242,8 @@ class VM:
                 raise VMLaunchError(
                     f"QEMU exited ({self._proc.returncode}) before QMP was up.\n"
                     f"command: {self.cmdline_path.read_text().strip()}\noutput:\n{self.log_tail()}",
-                    self.workdir)
+                    self.workdir,
+                )
             if os.path.exists(path):
                 try:
                     self.qmp.connect()
@@ -195,8 +252,9 @@ class VM:
                     # qemu.qmp keeps the client usable after a failed connect
                     pass
             if time.monotonic() > deadline:
-                raise VMLaunchError(f"QMP socket {path} not up after {timeout}s\n{self.log_tail()}",
-                                    self.workdir)
+                raise VMLaunchError(
+                    f"QMP socket {path} not up after {timeout}s\n{self.log_tail()}", self.workdir
+                )
             time.sleep(0.05)
 
     def _migrate_in(self, timeout: float = 120.0) -> None:
@@ -218,8 +276,10 @@ class VM:
             if status == "completed":
                 return info
             if status in ("failed", "cancelled"):
-                raise VMLaunchError(f"migration {status}: {info.get('error-desc', info)}\n{self.log_tail()}",
-                                    self.workdir)
+                raise VMLaunchError(
+                    f"migration {status}: {info.get('error-desc', info)}\n{self.log_tail()}",
+                    self.workdir,
+                )
             if time.monotonic() > deadline:
                 raise VMTimeout(f"migration still {status} after {timeout}s", self.workdir)
             time.sleep(0.02)
@@ -267,7 +327,7 @@ class VM:
             self.exitcode = self._proc.returncode
         return self.exitcode
 
-    def __enter__(self) -> "VM":
+    def __enter__(self) -> VM:
         return self.launch()
 
     def __exit__(self, *exc) -> None:
@@ -285,8 +345,16 @@ class VM:
         flushed = self.qmp.hmp(f'qemu-io {node} "flush"')
         if flushed.strip():
             raise VMTimeout(f"flush of {node} failed: {flushed}", self.workdir)
-        args = [str(self.build.io), "-r", "-U", "-f", self.profile.disk_format, str(self.disk),
-                "-c", f"read -v {offset} {length}"]
+        args = [
+            str(self.build.io),
+            "-r",
+            "-U",
+            "-f",
+            self.profile.disk_format,
+            str(self.disk),
+            "-c",
+            f"read -v {offset} {length}",
+        ]
         with open(self.log_path, "ab") as f:
             f.write(f"[rig] $ {shlex.join(args)}\n".encode())
         proc = subprocess.run(args, capture_output=True, text=True, check=False)
@@ -296,7 +364,11 @@ class VM:
         data = bytearray()
         for line in out.splitlines():
             head, sep, rest = line.partition(":")
-            if not sep or not all(c in "0123456789abcdef" for c in head.strip()) or not head.strip():
+            if (
+                not sep
+                or not all(c in "0123456789abcdef" for c in head.strip())
+                or not head.strip()
+            ):
                 continue
             for tok in rest.split()[:16]:
                 if len(tok) == 2 and all(c in "0123456789abcdef" for c in tok):
@@ -304,12 +376,12 @@ class VM:
                 else:
                     break
         if len(data) != length:
-            raise VMTimeout(f"qemu-io read returned {len(data)} of {length} bytes:\n{out}", self.workdir)
+            raise VMTimeout(
+                f"qemu-io read returned {len(data)} of {length} bytes:\n{out}", self.workdir
+            )
         return bytes(data)
 
     def disk_counter(self) -> int | None:
         """The counter the guest last wrote to sector 0 of its disk (None if never written)."""
-        import re
-
         m = re.match(rb"COUNTER (\d+)\n", self.read_disk(0, 32))
         return int(m.group(1)) if m else None

@@ -56,7 +56,9 @@ class HMPSnapshots(SnapshotOps):
                 section = True
             elif line.startswith("List of partial"):
                 section = False
-            elif section and not re.match(r"^ID\s+TAG\b", line) and line.strip() not in ("", "None"):
+            elif (
+                section and not re.match(r"^ID\s+TAG\b", line) and line.strip() not in ("", "None")
+            ):
                 tags.append(line.split()[1])
         return tags
 
