@@ -44,6 +44,8 @@ DISK_SIZE = "64M"
 # QMP member (KeyError), an unknown command or argument (QMPCommandError/HMPError/JobError).
 SERIES_ABSENT = (AssertionError, LookupError, MonitorError)
 LOGS_KEY = pytest.StashKey[Path]()
+REPORTS_KEY = pytest.StashKey[dict]()
+SCRATCH_SUFFIXES = (".qcow2", ".raw", ".mig", ".img")
 
 
 # -- options, markers, collection ----------------------------------------------------
@@ -60,6 +62,11 @@ def pytest_addoption(parser):
         "--builds",
         default="patched,stock",
         help="comma-separated builds to test: patched, stock (default both)",
+    )
+    group.addoption(
+        "--keep-scratch",
+        action="store_true",
+        help="keep disk images and saved states of passed tests (logs are always kept)",
     )
 
 
@@ -114,6 +121,7 @@ def pytest_collection_modifyitems(config, items):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
+    item.stash.setdefault(REPORTS_KEY, {})[rep.when] = rep
     logs = item.stash.get(LOGS_KEY, None)
     if logs is not None and rep.when == "call":
         item.user_properties.append(("logs", str(logs)))
@@ -184,14 +192,26 @@ def _safe(nodeid: str) -> str:
 
 
 @pytest.fixture
-def test_dir(request, results_dir) -> Path:
+def test_dir(request, results_dir):
     mod = Path(request.node.nodeid.split("::")[0]).stem
     path = results_dir / "tests" / mod / _safe(request.node.nodeid)
     if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True)
     request.node.stash[LOGS_KEY] = path
-    return path
+    yield path
+    reports = request.node.stash.get(REPORTS_KEY, {})
+    # passed, or failed as expected (xfail): the scratch files show nothing new
+    passed = "call" in reports and all(r.passed or hasattr(r, "wasxfail") for r in reports.values())
+    if passed and not request.config.getoption("--keep-scratch"):
+        _remove_scratch(path)
+
+
+def _remove_scratch(directory: Path) -> None:
+    """Disk images and states are large; logs stay. Failed tests keep everything."""
+    for f in directory.rglob("*"):
+        if f.is_file() and f.suffix in SCRATCH_SUFFIXES:
+            f.unlink()
 
 
 def _make_disk(build: QemuBuild, path: Path, fmt: str = "qcow2", size: str = DISK_SIZE) -> Path:
@@ -217,7 +237,7 @@ class BootedState:
 
 
 @pytest.fixture(scope="session")
-def booted_state(build, guest, results_dir) -> BootedState:
+def booted_state(request, build, guest, results_dir) -> BootedState:
     directory = results_dir / "booted-state" / build.name
     if directory.exists():
         shutil.rmtree(directory)
@@ -249,7 +269,9 @@ def booted_state(build, guest, results_dir) -> BootedState:
         )
         + "\n"
     )
-    return BootedState(state, DEFAULT_PROFILE, boot, counter)
+    yield BootedState(state, DEFAULT_PROFILE, boot, counter)
+    if not request.config.getoption("--keep-scratch"):
+        _remove_scratch(directory)
 
 
 @pytest.fixture
