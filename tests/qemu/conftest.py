@@ -20,6 +20,7 @@ Markers: series (xfail strict on stock; must pass on patched), iotests (upstream
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -166,6 +167,9 @@ def results_dir(pytestconfig) -> Path:
 
 @pytest.fixture(scope="session")
 def build(request) -> QemuBuild:
+    accel = accel_from_env()
+    if accel == "kvm" and not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        pytest.skip("QEMU_HARNESS_ACCEL=kvm but /dev/kvm is not usable: unset it to use tcg")
     try:
         return builds.resolve(request.param)
     except BuildMissing as exc:

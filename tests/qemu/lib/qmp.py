@@ -21,6 +21,7 @@ class QMP:
         self._conn = QEMUMonitorProtocol(path, nickname="rig")
         self._conn.settimeout(timeout)
         self.greeting = None
+        self.seen_events: list[dict] = []
 
     def _write(self, direction: str, msg: Any) -> None:
         self._log.write(f"{time.strftime('%H:%M:%S')} {direction} {json.dumps(msg)}\n")
@@ -37,6 +38,7 @@ class QMP:
         self._write(">>>", msg)
         resp = self._conn.cmd_obj(msg)
         self._write("<<<", resp)
+        self.events()  # log events that arrived meanwhile (kept for tests in self.seen_events)
         return resp
 
     def cmd(self, name: str, **args: Any) -> Any:
@@ -51,10 +53,12 @@ class QMP:
         return self.cmd("human-monitor-command", **{"command-line": command_line})
 
     def events(self) -> list[dict]:
+        """Events received since the last call (each is logged and kept in seen_events)."""
         evs = self._conn.get_events(wait=False)
         self._conn.clear_events()
         for ev in evs:
-            self._write("<<<", ev)
+            self._write("<<< event", ev)
+        self.seen_events.extend(evs)
         return evs
 
     def run_job(self, command: str, job_id: str, timeout: float = 120.0, **args: Any) -> dict:
