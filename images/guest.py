@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 # Bump when the way the guest is assembled changes (invalidates every cache entry).
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 
 KERNEL_META_PACKAGE = "linux-image-amd64"
 BUSYBOX_PACKAGE = "busybox-static"
@@ -203,6 +203,11 @@ def _depmod() -> str:
 
 
 def _pack_cpio(root: Path, out: Path, log: Log) -> None:
+    # Same inputs, same bytes: fixed mtimes (cpio --reproducible fixes inodes and devices).
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            os.utime(os.path.join(dirpath, n), (0, 0), follow_symlinks=False)
+    os.utime(root, (0, 0))
     names = ["."]
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
