@@ -218,7 +218,7 @@ class VM:
             )
         except OSError as exc:
             raise VMLaunchError(f"cannot run {args[0]}: {exc}", self.workdir) from exc
-        procs.register(self._proc, f"{self.name} in {self.workdir}")
+        procs.register(self._proc, f"{self.name} in {self.workdir}", cleanup=self._remove_sockdir)
         try:
             self.qmp = QMP(
                 qmp_sock, self.workdir / f"{self.name}-qmp.log", timeout=self.qmp_timeout
@@ -309,23 +309,34 @@ class VM:
             try:
                 self._proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                with open(self.log_path, "ab") as f:
-                    f.write(b"[rig: QEMU did not quit in time; killed]\n")
+                self._note("QEMU did not quit in time; killed")
                 self._proc.kill()
                 self._proc.wait(timeout=30)
-        for client in (self.hmp, self.qmp):
-            if client is not None:
-                client.close()
-        self.hmp = self.qmp = None
-        if self._logfile:
-            self._logfile.close()
-            self._logfile = None
-        if self._sockdir:
-            shutil.rmtree(self._sockdir, ignore_errors=True)
-            self._sockdir = None
+        try:
+            for client in (self.hmp, self.qmp):
+                if client is not None:
+                    try:
+                        client.close()
+                    except Exception as exc:  # noqa: BLE001 - keep cleaning up
+                        self._note(f"closing {type(client).__name__} failed: {exc!r}")
+        finally:
+            self.hmp = self.qmp = None
+            if self._logfile:
+                self._logfile.close()
+                self._logfile = None
+            self._remove_sockdir()
         if self._proc is not None:
             self.exitcode = self._proc.returncode
         return self.exitcode
+
+    def _remove_sockdir(self) -> None:
+        if self._sockdir:
+            shutil.rmtree(self._sockdir, ignore_errors=True)
+            self._sockdir = None
+
+    def _note(self, message: str) -> None:
+        with open(self.log_path, "ab") as f:
+            f.write(f"[rig: {message}]\n".encode())
 
     def __enter__(self) -> VM:
         return self.launch()

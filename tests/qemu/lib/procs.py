@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import threading
+from collections.abc import Callable
 
 _lock = threading.Lock()
 _started: list[tuple[subprocess.Popen, str]] = []
+_cleanups: dict[int, Callable[[], None]] = {}
 
 
-def register(proc: subprocess.Popen, label: str) -> None:
+def register(proc: subprocess.Popen, label: str, cleanup: Callable[[], None] | None = None) -> None:
+    """Track ``proc``; ``cleanup`` runs if the session-end check has to kill it."""
     with _lock:
         _started.append((proc, label))
+        if cleanup is not None:
+            _cleanups[proc.pid] = cleanup
 
 
 def leftovers() -> list[tuple[int, str]]:
@@ -32,6 +37,9 @@ def kill_leftovers() -> list[tuple[int, str]]:
                     p.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     pass
+                cleanup = _cleanups.pop(p.pid, None)
+                if cleanup is not None:
+                    cleanup()
     return left
 
 
