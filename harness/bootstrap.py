@@ -26,19 +26,26 @@ def missing_debs(packages=APT_PACKAGES, log: StageLog | None = None) -> list[str
     return [p for p in packages if p not in installed]
 
 
+def apt_lists_present(lists: Path = Path("/var/lib/apt/lists")) -> bool:
+    return any(lists.glob("*_Packages*"))
+
+
 def ensure_debs(log: StageLog, packages=APT_PACKAGES, is_root: bool | None = None) -> list[str]:
+    if is_root is None:
+        is_root = os.geteuid() == 0
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    if is_root and not apt_lists_present():
+        # a fresh machine: the guest builder's apt-get download needs lists too
+        run(["apt-get", "update"], log, env=env)
     missing = missing_debs(packages, log)
     if not missing:
         log.note("all Debian build dependencies are installed")
         return []
     line = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
-    if is_root is None:
-        is_root = os.geteuid() == 0
     if not is_root:
         raise EnvironmentProblem(
             f"missing Debian packages: {' '.join(missing)}",
             hint="as root: apt-get update && " + " ".join(line))
-    env = {"DEBIAN_FRONTEND": "noninteractive"}
     try:
         run(["apt-get", "update"], log, env=env)
         run(line, log, env=env)

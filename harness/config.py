@@ -55,7 +55,7 @@ APT_PACKAGES = (
     "libglib2.0-dev", "libpixman-1-dev", "libslirp-dev", "libfdt-dev",
     "zlib1g-dev", "flex", "bison", "bzip2", "xz-utils", "dpkg-dev",
     "seabios", "qemu-system-data", "ipxe-qemu",
-    "busybox-static", "cpio",
+    "busybox-static", "cpio", "kmod",
 )
 
 # Python packages for the project venv (PyPI).
