@@ -56,6 +56,7 @@ APT_PACKAGES = (
     "zlib1g-dev", "flex", "bison", "bzip2", "xz-utils", "dpkg-dev",
     "seabios", "qemu-system-data", "ipxe-qemu",
     "busybox-static", "cpio", "kmod",
+    "qemu-utils",  # Debian's qemu-img 7.2: a real old peer for compatibility tests
 )
 
 # Python packages for the project venv (PyPI).
