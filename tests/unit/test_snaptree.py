@@ -1,0 +1,235 @@
+"""harness/snaptree.py on recorded data: no QEMU (a fake qemu-img and a fake QMP server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import struct
+import threading
+import uuid as uuidlib
+
+import pytest
+
+from harness import snaptree
+
+U = {k: f"{i:08x}-2a5b-4fd3-8b0e-4e2c1d0a7a64" for i, k in enumerate("abcdefgh", 1)}
+
+# qemu-img info --output=json (patched build) of an image after: snapshot -c a, -c b, -a a,
+# -c c, -c d, -a b, -c e, -d a  (recorded; only "snapshots" is used)
+IMAGE_SNAPSHOTS = json.loads("""[
+ {"icount": 0, "vm-clock-nsec": 0, "name": "b", "date-sec": 1795644110,
+  "uuid": "d651d7e8-2a5b-47bd-9b8f-1c5fab35a969", "date-nsec": 32137000, "vm-clock-sec": 0,
+  "id": "2", "parent-uuid": "445d4902-75b0-471b-b717-ef17b8af0cc6", "vm-state-size": 0},
+ {"icount": 0, "vm-clock-nsec": 0, "name": "c", "date-sec": 1795644110,
+  "uuid": "e9c20fe3-992d-40ec-8e9d-1fb1b4d727f5", "date-nsec": 66490000, "vm-clock-sec": 0,
+  "id": "3", "parent-uuid": "445d4902-75b0-471b-b717-ef17b8af0cc6", "vm-state-size": 0},
+ {"icount": 0, "vm-clock-nsec": 0, "name": "d", "date-sec": 1795644139,
+  "uuid": "e84f8d5c-ad3a-4bf7-9ee5-8db052c58275", "date-nsec": 707054000, "vm-clock-sec": 0,
+  "id": "4", "parent-uuid": "e9c20fe3-992d-40ec-8e9d-1fb1b4d727f5", "vm-state-size": 0},
+ {"icount": 0, "vm-clock-nsec": 0, "name": "e", "date-sec": 1795644139,
+  "uuid": "fa8c437c-d59a-4bd5-a568-5437385e761c", "date-nsec": 719482000, "vm-clock-sec": 0,
+  "id": "5", "parent-uuid": "d651d7e8-2a5b-47bd-9b8f-1c5fab35a969", "vm-state-size": 0}
+]""")
+IMAGE_CURRENT = "fa8c437c-d59a-4bd5-a568-5437385e761c"
+
+# query-vm-snapshots of a VM with two disks (shape of the QAPI example): s1 on both,
+# s2 (child of s1) partial, s3 (child of s1) current, an old snapshot without UUID.
+VM_SNAPSHOTS = {
+    "current": U["c"],
+    "snapshots": [
+        {"id": "1", "name": "s1", "uuid": U["a"], "vm-state-size": 3178496,
+         "date-sec": 1749462021, "date-nsec": 0, "vm-clock-sec": 12, "vm-clock-nsec": 0,
+         "devices": ["disk0", "disk1"], "partial": False},
+        {"id": "2", "name": "s2", "uuid": U["b"], "parent-uuid": U["a"], "vm-state-size": 3178496,
+         "date-sec": 1749462080, "date-nsec": 0, "vm-clock-sec": 70, "vm-clock-nsec": 0,
+         "devices": ["disk0"], "partial": True},
+        {"id": "3", "name": "s3", "uuid": U["c"], "parent-uuid": U["a"], "vm-state-size": 3178496,
+         "date-sec": 1749462090, "date-nsec": 0, "vm-clock-sec": 80, "vm-clock-nsec": 0,
+         "devices": ["disk0", "disk1"], "partial": False},
+        {"id": "4", "name": "old", "vm-state-size": 3178496,
+         "date-sec": 1749462000, "date-nsec": 0, "vm-clock-sec": 1, "vm-clock-nsec": 0,
+         "devices": ["disk0", "disk1"], "partial": False},
+    ],
+}
+
+
+def _shape(tree: snaptree.Tree) -> list[tuple[int, str]]:
+    return [(d, n.snap["name"]) for d, n in tree.walk()]
+
+
+def test_vm_tree_structure_current_partial_and_flat():
+    tree = snaptree.build(VM_SNAPSHOTS)
+    assert _shape(tree) == [(0, "s1"), (1, "s2"), (1, "s3")]
+    assert [s["name"] for s in tree.flat] == ["old"]
+    assert not any(n.dangling for _, n in tree.walk())
+    out = snaptree.render(VM_SNAPSHOTS)
+    lines = out.splitlines()
+    assert lines[0] == f"s1  {U['a']}"
+    assert lines[1] == f"|-- s2  {U['b']}  [partial: on disk0 only]"
+    assert lines[2] == f"`-- s3  {U['c']} *"
+    assert lines[3:] == ["without UUID:", "  old  (id 4)", "* = current snapshot"]
+    assert sum(line.count(" *") for line in lines[:3]) == 1
+
+
+def test_image_tree_dangling_roots():
+    data = {"current": IMAGE_CURRENT, "snapshots": IMAGE_SNAPSHOTS}
+    tree = snaptree.build(data)
+    assert _shape(tree) == [(0, "b"), (1, "e"), (0, "c"), (1, "d")]
+    roots = [n for d, n in tree.walk() if d == 0]
+    assert all(n.dangling for n in roots), "parent a was deleted: both roots are dangling"
+    out = snaptree.render(data)
+    assert "(parent 445d4902-75b0-471b-b717-ef17b8af0cc6 not in the list: dangling)" in out
+    assert f"`-- e  {IMAGE_CURRENT} *" in out.splitlines()
+
+
+def test_deep_tree_prefixes():
+    snaps = [
+        {"name": "a", "uuid": U["a"]},
+        {"name": "b", "uuid": U["b"], "parent-uuid": U["a"]},
+        {"name": "c", "uuid": U["c"], "parent-uuid": U["b"]},
+        {"name": "d", "uuid": U["d"], "parent-uuid": U["a"]},
+        {"name": "e", "uuid": U["e"], "parent-uuid": U["c"]},
+    ]
+    out = snaptree.render({"snapshots": snaps})
+    assert out.splitlines() == [
+        f"a  {U['a']}",
+        f"|-- b  {U['b']}",
+        f"|   `-- c  {U['c']}",
+        f"|       `-- e  {U['e']}",
+        f"`-- d  {U['d']}",
+        "no current snapshot",
+    ]
+
+
+def test_parent_cycle_and_self_parent_do_not_hang():
+    snaps = [
+        {"name": "x", "uuid": U["a"], "parent-uuid": U["b"]},
+        {"name": "y", "uuid": U["b"], "parent-uuid": U["a"]},
+        {"name": "z", "uuid": U["c"], "parent-uuid": U["c"]},
+    ]
+    tree = snaptree.build({"snapshots": snaps})
+    assert sorted(n.snap["name"] for _, n in tree.walk()) == ["x", "y", "z"]
+    out = snaptree.render(tree)
+    assert "(parent cycle)" in out
+
+
+def test_empty_and_unknown_current():
+    assert snaptree.render({"snapshots": []}) == "(no snapshots)\n"
+    out = snaptree.render({"current": U["h"], "snapshots": [{"name": "a", "uuid": U["a"]}]})
+    assert f"current snapshot {U['h']} is not in the list" in out and " *" not in out
+
+
+def _qcow2_header(path, current: str | None, autoclear: int = 4, length: int = 16, twice=False):
+    """A qcow2 v3 header (first cluster only) with optional current-snapshot extension."""
+    hdr = bytearray(104)
+    hdr[0:4] = b"QFI\xfb"
+    struct.pack_into(">I", hdr, 4, 3)
+    struct.pack_into(">I", hdr, 20, 16)  # cluster_bits
+    struct.pack_into(">Q", hdr, 88, autoclear)
+    struct.pack_into(">I", hdr, 100, 112)  # header_length
+    hdr += bytes(8)
+    exts = b""
+    if current is not None:
+        data = uuidlib.UUID(current).bytes[:length].ljust(length, b"\0")
+        ext = struct.pack(">II", snaptree.QCOW2_EXT_CURRENT, length) + data
+        ext += bytes(-len(ext) % 8)
+        exts += ext * (2 if twice else 1)
+    hdr += exts + bytes(8)  # end of extensions
+    path.write_bytes(bytes(hdr).ljust(65536, b"\0"))
+    return path
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({"current": U["e"]}, U["e"]),
+        ({"current": U["e"], "autoclear": 0}, None),  # stale: cleared by an old QEMU
+        ({"current": U["e"], "length": 15}, None),
+        ({"current": U["e"], "twice": True}, None),
+        ({"current": str(uuidlib.UUID(int=0))}, None),
+        ({"current": None}, None),
+    ],
+)
+def test_qcow2_current(tmp_path, kwargs, expected):
+    assert snaptree.qcow2_current(_qcow2_header(tmp_path / "x.qcow2", **kwargs)) == expected
+
+
+def _fake_qemu_img(tmp_path, info: dict):
+    script = tmp_path / "qemu-img"
+    payload = tmp_path / "info.json"
+    payload.write_text(json.dumps(info))
+    script.write_text(f"#!/bin/sh\n[ \"$1 $2 $3\" = 'info --output=json -U' ] || exit 2\n"
+                      f"cat '{payload}'\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return script
+
+
+def test_from_image_reads_table_and_current(tmp_path):
+    img = _qcow2_header(tmp_path / "d.qcow2", IMAGE_CURRENT)
+    qemu_img = _fake_qemu_img(tmp_path, {"format": "qcow2", "snapshots": IMAGE_SNAPSHOTS})
+    data = snaptree.from_image(qemu_img, img)
+    assert data["current"] == IMAGE_CURRENT and data["snapshots"] == IMAGE_SNAPSHOTS
+    # a current UUID that is not in the table is ignored (spec: "must be ignored")
+    _qcow2_header(img, U["h"])
+    assert "current" not in snaptree.from_image(qemu_img, img)
+
+
+def test_from_image_failure_is_an_error(tmp_path):
+    with pytest.raises(snaptree.SnapTreeError, match="failed"):
+        snaptree.from_image("/bin/false", tmp_path / "none.qcow2")
+
+
+def _fake_qmp(path, reply):
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen(1)
+    seen = []
+
+    def serve():
+        conn, _ = srv.accept()
+        f = conn.makefile("rwb")
+        f.write(b'{"QMP": {"version": {}, "capabilities": []}}\r\n')
+        f.flush()
+        for line in f:
+            msg = json.loads(line)
+            seen.append(msg["execute"])
+            if msg["execute"] == "qmp_capabilities":
+                f.write(b'{"return": {}}\r\n')
+            else:
+                f.write(b'{"event": "RESUME", "timestamp": {"seconds": 1, "microseconds": 2}}\n')
+                f.write(json.dumps(reply).encode() + b"\r\n")
+            f.flush()
+        conn.close()
+        srv.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return t, seen
+
+
+def test_from_qmp_socket(tmp_path):
+    sock = tmp_path / "q"
+    t, seen = _fake_qmp(sock, {"return": VM_SNAPSHOTS})
+    assert snaptree.from_qmp_socket(sock, timeout=5) == VM_SNAPSHOTS
+    t.join(5)
+    assert seen == ["qmp_capabilities", "query-vm-snapshots"]
+
+
+def test_from_qmp_socket_error_and_cli(tmp_path, capsys):
+    sock = tmp_path / "q"
+    t, _ = _fake_qmp(sock, {"error": {"class": "CommandNotFound", "desc": "no such command"}})
+    assert snaptree.main(["--qmp", str(sock)]) == 1
+    t.join(5)
+    assert "CommandNotFound" in capsys.readouterr().err
+    assert snaptree.main(["--qmp", str(tmp_path / "missing")]) == 1
+
+
+def test_cli_image(tmp_path, capsys):
+    img = _qcow2_header(tmp_path / "d.qcow2", IMAGE_CURRENT)
+    qemu_img = _fake_qemu_img(tmp_path, {"format": "qcow2", "snapshots": IMAGE_SNAPSHOTS})
+    assert snaptree.main(["--image", str(img), "--qemu-img", str(qemu_img)]) == 0
+    out = capsys.readouterr().out
+    assert out == snaptree.render({"current": IMAGE_CURRENT, "snapshots": IMAGE_SNAPSHOTS})
+    assert os.path.exists(img)
