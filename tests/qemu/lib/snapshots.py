@@ -56,10 +56,10 @@ class HMPSnapshots(SnapshotOps):
                 section = True
             elif line.startswith("List of partial"):
                 section = False
-            elif (
-                section and not re.match(r"^ID\s+TAG\b", line) and line.strip() not in ("", "None")
-            ):
-                tags.append(line.split()[1])
+            elif section and (row := re.match(r"^(\d+|--)\s+(\S+)", line)):
+                # a table row (ID, TAG, ...); headers, "None", blank lines and
+                # the series' "Current snapshot: <uuid>" line are not rows
+                tags.append(row.group(2))
         return tags
 
     def save_error(self, tag: str) -> str:
