@@ -5,14 +5,18 @@ compare what QEMU reports about an image with what is on disk, read here
 from the qcow2 specification (docs/interop/qcow2.txt) and SPEC.md §1.
 
 Also has a few in-place writers for same-size corruptions (duplicate UUIDs,
-parent cycles, wrong extension lengths) used by the bad-input tests.
+parent cycles, wrong extension lengths) used by the bad-input tests, and two
+that rewrite a whole structure where it already is: the snapshot table
+(write_snapshot_table: any extra_data_size, as long as the new table fits in
+the clusters the old one occupies, so refcounts stay right) and the header
+extension area (write_extensions: within cluster 0, no backing file).
 """
 
 from __future__ import annotations
 
 import struct
 import uuid as uuidlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 MAGIC = b"QFI\xfb"
@@ -27,28 +31,34 @@ EXTRA_UUID = 24
 EXTRA_PARENT = 40
 UUID_LEN = 16
 
+# The series' "current snapshot" header extension and its autoclear bit (SPEC.md §1).
+EXT_CURRENT_SNAPSHOT = 0x43534E50
+AUTOCLEAR_CURRENT_SNAPSHOT = 1 << 2
+ENTRY_HEADER = struct.Struct(">QIHHIIQII")  # fixed 40 bytes of a snapshot table entry
+
 
 @dataclass
 class Extension:
     magic: int
-    offset: int          # of the 8-byte type/length header in the file
+    offset: int  # of the 8-byte type/length header in the file
     data: bytes
 
 
 @dataclass
 class Snapshot:
-    offset: int          # of the table entry in the file
+    offset: int  # of the table entry in the file
     id: str
     name: str
     vm_state_size: int
     extra_data_size: int
     extra: bytes
+    header: bytes = b""  # the raw 40-byte entry header (read() fills it in)
 
     def _uuid_at(self, off: int) -> uuidlib.UUID | None:
         """The UUID field at ``off`` if extra data covers it entirely, else None."""
         if self.extra_data_size < off + UUID_LEN:
             return None
-        return uuidlib.UUID(bytes=self.extra[off:off + UUID_LEN])
+        return uuidlib.UUID(bytes=self.extra[off : off + UUID_LEN])
 
     @property
     def uuid(self) -> uuidlib.UUID | None:
@@ -64,6 +74,19 @@ class Snapshot:
     def extra_offset(self) -> int:
         return self.offset + 40
 
+    def with_extra(self, extra: bytes) -> Snapshot:
+        """A copy with other extra data (and extra_data_size = its length)."""
+        return replace(self, extra=bytes(extra), extra_data_size=len(extra))
+
+    def entry_bytes(self) -> bytes:
+        """The table entry as written to disk (padded to a multiple of 8)."""
+        assert len(self.header) == ENTRY_HEADER.size, "entry without raw header"
+        ident, name = self.id.encode(), self.name.encode()
+        fields = list(ENTRY_HEADER.unpack(self.header))
+        fields[2], fields[3], fields[8] = len(ident), len(name), len(self.extra)
+        raw = ENTRY_HEADER.pack(*fields) + self.extra + ident + name
+        return raw + b"\0" * (-len(raw) % 8)
+
 
 @dataclass
 class Image:
@@ -77,6 +100,8 @@ class Image:
     compatible: int = 0
     autoclear: int = 0
     header_length: int = 72
+    snapshots_size: int = 0  # bytes of the snapshot table (entries, padded)
+    backing_file_offset: int = 0
     extensions: list[Extension] = field(default_factory=list)
     snapshots: list[Snapshot] = field(default_factory=list)
 
@@ -88,15 +113,35 @@ class Image:
         assert len(found) == 1, f"{len(found)} snapshots named {name!r} in {self.path}"
         return found[0]
 
+    @property
+    def cluster_size(self) -> int:
+        return 1 << self.cluster_bits
+
+    @property
+    def current(self) -> uuidlib.UUID | None:
+        """The current snapshot as a reader following SPEC.md §1 must see it: the autoclear
+        bit set, exactly one extension of 16 bytes, not nil, naming a snapshot in the table."""
+        exts = self.extension(EXT_CURRENT_SNAPSHOT)
+        if not self.autoclear & AUTOCLEAR_CURRENT_SNAPSHOT or len(exts) != 1:
+            return None
+        if len(exts[0].data) != UUID_LEN:
+            return None
+        u = uuidlib.UUID(bytes=exts[0].data)
+        if u == NIL or u not in {s.uuid for s in self.snapshots}:
+            return None
+        return u
+
 
 def read(path: Path) -> Image:
     data = Path(path).read_bytes()
     if data[:4] != MAGIC:
         raise ValueError(f"{path}: not a qcow2 image")
     (version,) = struct.unpack_from(">I", data, 4)
+    (backing_file_offset,) = struct.unpack_from(">Q", data, 8)
     cluster_bits, size = struct.unpack_from(">IQ", data, 20)
     nb_snapshots, snapshots_offset = struct.unpack_from(">IQ", data, 60)
     img = Image(Path(path), version, cluster_bits, size, nb_snapshots, snapshots_offset)
+    img.backing_file_offset = backing_file_offset
     if version >= 3:
         img.incompatible, img.compatible, img.autoclear = struct.unpack_from(">QQQ", data, 72)
         (img.header_length,) = struct.unpack_from(">I", data, 100)
@@ -106,22 +151,33 @@ def read(path: Path) -> Image:
         magic, length = struct.unpack_from(">II", data, off)
         if magic == EXT_END:
             break
-        img.extensions.append(Extension(magic, off, data[off + 8:off + 8 + length]))
+        img.extensions.append(Extension(magic, off, data[off + 8 : off + 8 + length]))
         off += 8 + (length + 7) // 8 * 8
     off = snapshots_offset
     for _ in range(nb_snapshots):
         start = off
-        (_l1_off, _l1_size, id_size, name_size, _dsec, _dnsec, _clock, vm_state_size,
-         extra_size) = struct.unpack_from(">QIHHIIQII", data, off)
+        header = data[off : off + ENTRY_HEADER.size]
+        (
+            _l1_off,
+            _l1_size,
+            id_size,
+            name_size,
+            _dsec,
+            _dnsec,
+            _clock,
+            vm_state_size,
+            extra_size,
+        ) = struct.unpack_from(">QIHHIIQII", data, off)
         off += 40
-        extra = data[off:off + extra_size]
+        extra = data[off : off + extra_size]
         off += extra_size
-        ident = data[off:off + id_size].decode()
+        ident = data[off : off + id_size].decode()
         off += id_size
-        name = data[off:off + name_size].decode()
+        name = data[off : off + name_size].decode()
         off += name_size
         off = (off + 7) // 8 * 8
-        img.snapshots.append(Snapshot(start, ident, name, vm_state_size, extra_size, extra))
+        img.snapshots.append(Snapshot(start, ident, name, vm_state_size, extra_size, extra, header))
+    img.snapshots_size = off - snapshots_offset if nb_snapshots else 0
     return img
 
 
@@ -131,8 +187,7 @@ def patch_bytes(path: Path, offset: int, new: bytes) -> None:
         fh.write(new)
 
 
-def set_uuid_field(path: Path, snap: Snapshot, field_offset: int,
-                   value: uuidlib.UUID) -> None:
+def set_uuid_field(path: Path, snap: Snapshot, field_offset: int, value: uuidlib.UUID) -> None:
     """Overwrite one UUID field of a snapshot entry in place (it must exist)."""
     assert snap.extra_data_size >= field_offset + UUID_LEN, "field not covered"
     patch_bytes(path, snap.extra_offset + field_offset, value.bytes)
@@ -144,3 +199,43 @@ def set_autoclear(path: Path, bits: int) -> None:
 
 def set_extension_length(path: Path, ext: Extension, length: int) -> None:
     patch_bytes(path, ext.offset + 4, struct.pack(">I", length))
+
+
+def set_nb_snapshots(path: Path, nb: int) -> None:
+    patch_bytes(path, 60, struct.pack(">I", nb))
+
+
+def write_snapshot_table(path: Path, snapshots: list[Snapshot]) -> None:
+    """Rewrite the snapshot table in place with these entries (e.g. made by
+    Snapshot.with_extra). The new table must fit in the clusters the old one
+    occupies, so that the refcounts on disk stay right and only what the test
+    changed is wrong with the image; the rest of those clusters is zeroed."""
+    img = read(path)
+    assert img.nb_snapshots > 0, "the image must have a snapshot table to rewrite"
+    room = -(-img.snapshots_size // img.cluster_size) * img.cluster_size
+    table = b"".join(s.entry_bytes() for s in snapshots)
+    assert len(table) <= room, f"new table of {len(table)} bytes does not fit in {room}"
+    patch_bytes(path, img.snapshots_offset, table + b"\0" * (room - len(table)))
+    set_nb_snapshots(path, len(snapshots))
+
+
+def write_extensions(path: Path, extensions: list[tuple[int, bytes]]) -> None:
+    """Rewrite the header extension area (v3, no backing file) with these
+    (magic, data) extensions, in this order, followed by the end marker."""
+    img = read(path)
+    assert img.version >= 3 and img.backing_file_offset == 0, "v3 image without backing file"
+    area = b""
+    for magic, data in extensions:
+        area += struct.pack(">II", magic, len(data)) + data + b"\0" * (-len(data) % 8)
+    area += struct.pack(">II", EXT_END, 0)
+    end = img.cluster_size
+    assert img.header_length + len(area) <= end, "extensions do not fit in cluster 0"
+    patch_bytes(path, img.header_length, area + b"\0" * (end - img.header_length - len(area)))
+
+
+def set_extensions(path: Path, magic: int, datas: list[bytes]) -> None:
+    """Replace every extension of type ``magic`` by one per item of ``datas``
+    (none: remove it), keeping the others (e.g. the feature name table)."""
+    img = read(path)
+    keep = [(e.magic, e.data) for e in img.extensions if e.magic != magic]
+    write_extensions(path, keep + [(magic, d) for d in datas])
