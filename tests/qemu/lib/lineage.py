@@ -1,0 +1,173 @@
+"""VM snapshot lineage helpers (series part 2): UUID operations per monitor, the views.
+
+- ``ByUUID(monitor, vm, devices)``: load/delete by UUID and their expected errors, spelled
+  for HMP (`loadvm <uuid>` / `delvm <uuid>`) or QMP (snapshot-load/-delete jobs with `uuid`).
+- ``query(vm)``: query-vm-snapshots; ``by_name(data)``: {name: VMSnapshotInfo}.
+- ``hmp_info(vm)``: HMP `info snapshots` parsed (loadable rows, partial rows, current).
+- ``second_disk_args(path)``: -blockdev/-device for a second qcow2 disk (node disk1).
+- ``assert_alive(vm)``: running, and the guest counter still advancing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+
+from .errors import JobError, QMPCommandError
+from .machine import DISK_NODE, VM
+
+DISK1_NODE = "disk1"
+DISK1_DEVICE = "vdisk1"
+_ids = itertools.count(1)
+
+
+def query(vm: VM) -> dict:
+    return vm.qmp.cmd("query-vm-snapshots")
+
+
+def by_name(data: dict) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for s in data["snapshots"]:
+        assert s["name"] not in out, f"two VM snapshots named {s['name']}: {data}"
+        out[s["name"]] = s
+    return out
+
+
+def node_snapshots(vm: VM, node: str) -> dict[str, dict]:
+    """{name: SnapshotInfo} of one block node (query-named-block-nodes)."""
+    for n in vm.qmp.cmd("query-named-block-nodes", flat=True):
+        if n.get("node-name") == node:
+            return {s["name"]: s for s in n.get("image", {}).get("snapshots", [])}
+    raise AssertionError(f"node {node} not in query-named-block-nodes")
+
+
+def second_disk_args(path, node: str = DISK1_NODE, device: str = DISK1_DEVICE) -> tuple:
+    """Command line for a second qcow2 disk, attached like machine.VM attaches the first."""
+    return (
+        "-blockdev",
+        f"driver=file,filename={path},node-name={node}-file",
+        "-blockdev",
+        f"driver=qcow2,file={node}-file,node-name={node}",
+        "-device",
+        f"virtio-blk-pci,drive={node},id={device}",
+    )
+
+
+def assert_alive(vm: VM) -> None:
+    status = vm.qmp.cmd("query-status")["status"]
+    assert status == "running", f"VM is {status} after a refused command"
+    before = vm.console.last_counter()
+    n = vm.console.wait_counter(since=vm.console.mark(), timeout=15)
+    assert before is None or n > before, f"guest counter not advancing ({before} -> {n})"
+
+
+def jobs(vm: VM) -> list[dict]:
+    return vm.qmp.cmd("query-jobs")
+
+
+# -- HMP info snapshots -----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class HMPInfo:
+    text: str
+    loadable: dict[str, dict]  # name -> {"uuid", "parent-uuid"}
+    partial: dict[str, dict]  # name -> {"uuid", "parent-uuid", "devices"}
+    current: str | None
+
+
+def _none(value: str) -> str | None:
+    return None if value == "--" else value
+
+
+def hmp_info(vm: VM) -> HMPInfo:
+    """Parse `info snapshots` (series format: UUID and PARENT_UUID columns, one partial
+    table with DEVICES, "Current snapshot:" line). Columns are taken from the right since
+    VM_SIZE and DATE contain spaces."""
+    text = vm.hmp.cmd("info snapshots")
+    loadable: dict[str, dict] = {}
+    partial: dict[str, dict] = {}
+    current = None
+    table = None
+    saw_current = False
+    for line in text.splitlines():
+        if line.startswith("List of snapshots present on all disks"):
+            table = loadable
+        elif line.startswith("List of partial"):
+            table = partial
+        elif m := re.match(r"^Current snapshot: (\S+)$", line):
+            current = None if m.group(1) == "none" else m.group(1)
+            saw_current = True
+            table = None
+        elif line.startswith("ID ") or not line.strip() or line.strip() == "None":
+            continue
+        elif table is not None:
+            tok = line.split()
+            if table is partial:
+                row = {"uuid": _none(tok[-3]), "parent-uuid": _none(tok[-2]),
+                       "devices": tok[-1].split(",")}
+            else:
+                row = {"uuid": _none(tok[-2]), "parent-uuid": _none(tok[-1])}
+            table[tok[1]] = row
+    assert saw_current, f"no 'Current snapshot:' line in info snapshots:\n{text}"
+    return HMPInfo(text, loadable, partial, current)
+
+
+# -- by UUID, per monitor ---------------------------------------------------------------
+
+
+class ByUUID:
+    """Load / delete by UUID (or any string for the error paths) over one monitor."""
+
+    def __init__(self, monitor: str, vm: VM, devices: tuple[str, ...] = (DISK_NODE,),
+                 vmstate: str = DISK_NODE):
+        self.monitor = monitor
+        self.vm = vm
+        self.devices = list(devices)
+        self.vmstate = vmstate
+
+    def _job(self, command: str, **args) -> None:
+        if command == "snapshot-load":
+            args["vmstate"] = self.vmstate
+        self.vm.qmp.run_job(command, f"{command}-{next(_ids)}", timeout=300,
+                            devices=self.devices, **args)
+
+    def load(self, uuid: str) -> None:
+        if self.monitor == "hmp":
+            self.vm.hmp.cmd(f"loadvm {uuid}", timeout=300)
+        else:
+            self._job("snapshot-load", uuid=uuid)
+
+    def delete(self, uuid: str) -> None:
+        if self.monitor == "hmp":
+            self.vm.hmp.cmd(f"delvm {uuid}", timeout=300)
+        else:
+            self._job("snapshot-delete", uuid=uuid)
+
+    def _error(self, hmp_cmd: str, command: str, args: dict) -> str:
+        if self.monitor == "hmp":
+            return self.vm.hmp.cmd_error(f"{hmp_cmd} {args['uuid']}", timeout=300)
+        try:
+            self._job(command, **args)
+        except QMPCommandError as exc:
+            return exc.desc
+        except JobError as exc:
+            return exc.error
+        raise AssertionError(f"{command} {args} succeeded; an error was expected")
+
+    def load_error(self, uuid: str) -> str:
+        return self._error("loadvm", "snapshot-load", {"uuid": uuid})
+
+    def delete_error(self, uuid: str) -> str:
+        return self._error("delvm", "snapshot-delete", {"uuid": uuid})
+
+    def qmp_error(self, command: str, **args) -> str:
+        """A QMP snapshot job with arbitrary tag/uuid arguments that must fail."""
+        try:
+            self._job(command, **args)
+        except QMPCommandError as exc:
+            return exc.desc
+        except JobError as exc:
+            return exc.error
+        raise AssertionError(f"{command} {args} succeeded; an error was expected")
