@@ -4,6 +4,7 @@
     python3 bench/run.py build          configure, clean build, no-op, touch rebuild
     python3 bench/run.py build --fresh-clone   + fresh clone to both builds ready
     python3 bench/run.py qemu-img       snapshot -c x N, then -l and info: patched vs stock
+    python3 bench/run.py vm             savevm/loadvm patched vs stock; query-vm-snapshots
     python3 bench/run.py                all of the above but --fresh-clone
 
 Build numbers use a separate build dir (qemu/build-bench) so the real builds
@@ -133,12 +134,14 @@ def print_table(rows: list[dict]) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", nargs="*", metavar="build|qemu-img")
+    p.add_argument("which", nargs="*", metavar="build|qemu-img|vm")
     p.add_argument("--fresh-clone", action="store_true")
-    p.add_argument("-n", type=int, default=1000, help="snapshots for the qemu-img bench")
+    p.add_argument("-n", type=int, default=1000,
+                   help="snapshots for the qemu-img and query-vm-snapshots benches")
+    p.add_argument("--reps", type=int, default=5, help="rounds of savevm/loadvm")
     args = p.parse_args(argv)
-    which = args.which or ["build", "qemu-img"]
-    unknown = set(which) - {"build", "qemu-img"}
+    which = args.which or ["build", "qemu-img", "vm"]
+    unknown = set(which) - {"build", "qemu-img", "vm"}
     if unknown:
         p.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     layout = Layout()
@@ -148,6 +151,9 @@ def main(argv=None) -> int:
             rows += bench_build(layout, log, args.fresh_clone)
         if "qemu-img" in which:
             rows += bench_qemu_img(layout, args.n)
+        if "vm" in which:
+            from bench import vm
+            rows += vm.run(args.n, args.reps)
     out = layout.results / "bench.json"
     old = json.loads(out.read_text()).get("rows", []) if out.exists() else []
     names = {r["name"] for r in rows}

@@ -1,0 +1,82 @@
+"""VM snapshot benchmarks, patched beside stock, on the rig's own VM launcher.
+
+- savevm / loadvm of the booted test guest (HMP), median of a few rounds;
+- query-vm-snapshots with N snapshots on 2 qcow2 devices (patched only):
+  the snapshots are made with savevm on a paused 16 MiB machine, so making
+  1,000 of them costs seconds, not the guest's RAM each time.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import images  # noqa: E402
+from tests.qemu.lib import builds  # noqa: E402
+from tests.qemu.lib.machine import DEFAULT_PROFILE, VM  # noqa: E402
+
+
+def _median_time(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        start = time.monotonic()
+        fn()
+        times.append(time.monotonic() - start)
+    return statistics.median(times)
+
+
+def savevm_loadvm(build_name: str, guest, workdir: Path, reps: int) -> dict[str, float]:
+    build = builds.resolve(build_name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    disk = images.make_disk(build.img, workdir / "disk.qcow2", "qcow2", "64M")
+    with VM(build, guest, workdir, disk=disk, name=f"bench-{build_name}") as vm:
+        vm.console.wait_for(guest.ready_marker, timeout=180)
+        vm.console.wait_counter(timeout=30)
+        counter = iter(range(10 ** 6))
+        save = _median_time(lambda: vm.hmp.cmd(f"savevm b{next(counter)}", timeout=300), reps)
+        load = _median_time(lambda: vm.hmp.cmd("loadvm b0", timeout=300), reps)
+    return {"savevm": save, "loadvm": load}
+
+
+def query_vm_snapshots(guest, workdir: Path, n: int, reps: int = 20) -> float:
+    build = builds.resolve("patched")
+    workdir.mkdir(parents=True, exist_ok=True)
+    second = images.make_disk(build.img, workdir / "disk1.qcow2", "qcow2", "16M")
+    disk = images.make_disk(build.img, workdir / "disk0.qcow2", "qcow2", "16M")
+    profile = replace(DEFAULT_PROFILE, memory="16M", nics=())
+    extra = ("-S",
+             "-blockdev", f"driver=file,filename={second},node-name=disk1-file",
+             "-blockdev", "driver=qcow2,file=disk1-file,node-name=disk1")
+    with VM(build, guest, workdir, disk=disk, profile=profile, name="bench-query",
+            extra_args=extra) as vm:
+        for i in range(n):
+            vm.qmp.hmp(f"savevm q{i}")
+        result = vm.qmp.cmd("query-vm-snapshots")
+        assert len(result["snapshots"]) == n, len(result["snapshots"])
+        assert all(sorted(s["devices"]) == ["disk0", "disk1"] for s in result["snapshots"])
+        return _median_time(lambda: vm.qmp.cmd("query-vm-snapshots"), reps)
+
+
+def run(n: int, reps: int) -> list[dict]:
+    guest = images.ensure_guest(log=lambda m: None)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-vm-") as tmp:
+        res = {}
+        for name in ("patched", "stock"):
+            res[name] = savevm_loadvm(name, guest, Path(tmp) / name, reps)
+        for op in ("savevm", "loadvm"):
+            p, s = res["patched"][op], res["stock"][op]
+            rows.append({"name": f"{op} of the booted test guest (median of {reps})",
+                         "patched": f"{p * 1000:.0f} ms", "stock": f"{s * 1000:.0f} ms",
+                         "ratio": f"{p / s:.3f}", "target": "<= 1.05"})
+        q = query_vm_snapshots(guest, Path(tmp) / "query", n)
+        rows.append({"name": f"query-vm-snapshots, {n} snapshots on 2 devices (median)",
+                     "patched": f"{q * 1000:.1f} ms", "target": "< 100 ms"})
+    return rows
