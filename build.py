@@ -76,6 +76,12 @@ def parser() -> argparse.ArgumentParser:
                     help="after each build run pytest (default: the QEMU tests) against "
                          "that build; the rest of the line goes to pytest")
     add("report", stages.STAGES["report"].help)
+    sp = add("tree", "print the VM snapshot tree of an image or a running VM (current: *)")
+    src = sp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", type=Path, help="a qcow2 image")
+    src.add_argument("--qmp", help="the QMP unix socket of a running VM")
+    sp.add_argument("--qemu-img", help="qemu-img for --image (default: the patched build's)")
+    sp.add_argument("--json", action="store_true", help="the query-vm-snapshots data instead")
     sp = add("paths", "print where the built binaries are")
     sp.add_argument("--json", action="store_true", help="JSON (the stable interface)")
     g = sp.add_mutually_exclusive_group()
@@ -87,6 +93,24 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--iotests", action="store_true", help="also run the upstream iotests")
     sp.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
     return p
+
+
+def _tree(ctx: Context, args) -> int:
+    import json
+
+    from harness import snaptree
+    qemu_img = args.qemu_img
+    if args.image and not qemu_img:
+        qemu_img = json.loads(stages.paths_json(ctx, "patched"))["qemu-img"]
+    try:
+        data = (snaptree.from_image(qemu_img, args.image) if args.image
+                else snaptree.from_qmp_socket(args.qmp))
+    except (snaptree.SnapTreeError, OSError, ValueError) as exc:
+        raise UsageError(f"cannot read the snapshots: {exc}",
+                         hint="check the image path, or that the QMP socket is a free "
+                              "QMP monitor of a running patched QEMU")
+    print(json.dumps(data, indent=2) if args.json else snaptree.render(data), end="")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                 for k, v in json.loads(text).items():
                     print(f"{k:<20} {v}")
             return 0
+        if command == "tree":
+            return _tree(ctx, args)
         if command == "all":
             run_stages([stages.STAGES[s] for s in stages.ALL], ctx)
             print()
