@@ -159,13 +159,19 @@ def test_two_disks_one_uuid_and_partial_refused(vm_factory, make_disk, monitor):
     assert_alive(vm)
     assert query(vm) == data and jobs(vm) == []
 
+    # The disks disagree on the current snapshot: a new save claims no parent (a root)
+    ops.save("x")
+    x = by_name(query(vm))["x"]
+    assert "parent-uuid" not in x and x["devices"] == [DISK_NODE, DISK1_NODE]
+
     mark = vm.console.mark()
     uops.load(both["uuid"])
     vm.console.wait_counter(since=mark)
     assert query(vm)["current"] == both["uuid"], "a load makes both disks agree again"
     uops.delete(part["uuid"])  # a partial snapshot is deleted by UUID
     data = query(vm)
-    assert [s["name"] for s in data["snapshots"]] == ["both"]
+    assert [s["name"] for s in data["snapshots"]] == ["both", "x"]
+    assert not any(s["partial"] for s in data["snapshots"])
     _assert_hmp_agrees(vm, data)
 
 
@@ -191,6 +197,20 @@ def test_delete_current_leaves_dangling_child(vm, monitor):
     ops.save("c")
     data = query(vm)
     assert _parents(data)["c"] == u["r"] and data["current"] == _uuids(data)["c"]
+    _assert_hmp_agrees(vm, data)
+
+
+def test_hmp_savevm_replacing_current_keeps_lineage(vm):
+    """savevm with the tag of the current snapshot replaces it: the new one gets a new UUID
+    and the replaced one's parent (HMP only: snapshot-save refuses an existing tag)."""
+    vm.hmp.cmd("savevm a")
+    vm.hmp.cmd("savevm b")
+    old = _uuids(query(vm))
+    vm.hmp.cmd("savevm b")
+    data = query(vm)
+    new = _uuids(data)
+    assert list(new) == ["a", "b"] and new["a"] == old["a"] and new["b"] != old["b"]
+    assert _parents(data) == {"a": None, "b": old["a"]} and data["current"] == new["b"]
     _assert_hmp_agrees(vm, data)
 
 

@@ -55,6 +55,18 @@ VM_SNAPSHOTS = {
 }
 
 
+# query-vm-snapshots recorded from a patched QEMU (tests/qemu/test_vm_lineage.py, two disks):
+# "part" was saved on disk0 only, so the disks disagree and there is no current snapshot.
+RECORDED_VM = json.loads("""{"snapshots": [
+ {"vm-clock-nsec": 889097631, "name": "both", "date-sec": 1795644296,
+  "uuid": "780a20be-0e39-468f-9277-639dbd00bca4", "devices": ["disk0", "disk1"],
+  "date-nsec": 985059000, "partial": false, "vm-clock-sec": 12, "id": "1",
+  "vm-state-size": 85816108},
+ {"vm-clock-nsec": 920694277, "name": "part", "date-sec": 1795644297,
+  "uuid": "22db712a-c127-4c80-8fd7-9436a640891a", "devices": ["disk0"],
+  "date-nsec": 173029000, "partial": true, "vm-clock-sec": 12, "id": "2",
+  "parent-uuid": "780a20be-0e39-468f-9277-639dbd00bca4", "vm-state-size": 85812031}]}""")
+
 def _shape(tree: snaptree.Tree) -> list[tuple[int, str]]:
     return [(d, n.snap["name"]) for d, n in tree.walk()]
 
@@ -233,3 +245,11 @@ def test_cli_image(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out == snaptree.render({"current": IMAGE_CURRENT, "snapshots": IMAGE_SNAPSHOTS})
     assert os.path.exists(img)
+
+
+def test_recorded_vm_partial_without_current():
+    assert snaptree.render(RECORDED_VM).splitlines() == [
+        "both  780a20be-0e39-468f-9277-639dbd00bca4",
+        "`-- part  22db712a-c127-4c80-8fd7-9436a640891a  [partial: on disk0 only]",
+        "no current snapshot",
+    ]
