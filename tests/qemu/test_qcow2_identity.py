@@ -306,6 +306,11 @@ def test_apply_and_delete_by_uuid(tools, test_dir):
     u1, u2, u3 = (image.by_name(n).uuid for n in ("s1", "s2", "s3"))
     assert u1 and u2 and u3
 
+    # convert -l <UUID> reads a snapshot by UUID (bdrv_snapshot_load_tmp_by_id_or_name)
+    out = test_dir / "s3.raw"
+    img(tools, "convert", "-f", "qcow2", "-O", "raw", "-l", str(u3), path, out)
+    assert out.read_bytes()[:65536] == bytes([0x33]) * 65536, "convert -l <uuid of s3>"
+
     img(tools, "snapshot", "-a", str(u1), path)
     assert has_pattern(tools, path, 0x11), "-a <uuid of s1> did not restore s1's data"
     assert_current(qcow2.read(path), u1)
