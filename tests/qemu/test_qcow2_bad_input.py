@@ -391,6 +391,8 @@ def test_bad_image(case, variant, base_image, crafter, test_dir):
     # qemu-system opens it: query-block / query-named-block-nodes report the bytes; an
     # internal snapshot taken there gets the parent the series defines and keeps the
     # other entries' extra data (bytes past 24) as they were
+    base = qcow2.read(base_image)
+    expect_parent = base.by_name(case.new_parent).uuid if case.new_parent else None
     opened = _copy(path, test_dir / "opened.qcow2")
     proc, replies = qmp_session(
         variant,
@@ -415,9 +417,9 @@ def test_bad_image(case, variant, base_image, crafter, test_dir):
     assert_info_matches_disk(block_snaps(replies[5]), after)
     new = after.by_name("qmp")
     assert replies[6]["return"].get("current") == str(new.uuid)
+    # before the new snapshot, the VM's current snapshot is the one the image trusts
+    assert replies[2]["return"].get("current") == (str(expect_parent) if expect_parent else None)
     assert is_v4(new.uuid) and new.uuid not in {s.uuid for s in bad.snapshots}
-    base = qcow2.read(base_image)
-    expect_parent = base.by_name(case.new_parent).uuid if case.new_parent else None
     assert new.parent == expect_parent, (
         f"new snapshot's parent {new.parent}, expected {case.new_parent} ({expect_parent})"
     )

@@ -484,6 +484,14 @@ def test_new_snapshot_on_an_older_image(tools, peer_name, request, test_dir):
     write_pattern(tools, path, 0x55)
     img(peer, "snapshot", "-a", "new", path)
     assert has_pattern(tools, path, 0x77)
+    # applying a snapshot without UUID leaves no current snapshot; the next is a root
+    img(tools, "snapshot", "-a", "old1", path)
+    assert_current(qcow2.read(path), None)
+    img(tools, "snapshot", "-c", "new2", path)
+    image = qcow2.read(path)
+    assert image.by_name("new2").parent is None
+    assert_current(image, image.by_name("new2").uuid)
+    check(tools, path)
 
 
 @pytest.mark.series
