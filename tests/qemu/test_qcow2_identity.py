@@ -327,6 +327,9 @@ def test_apply_and_delete_by_uuid(tools, test_dir):
     assert image.by_name("s3").uuid == u3 and image.by_name("s3").parent == u2
     # s2 was current: its parent s1 is current now
     assert_current(image, u1)
+    # no snapshot has that UUID any more: the argument is a name again
+    img(tools, "snapshot", "-d", str(u2), path)
+    assert sorted(sn.name for sn in qcow2.read(path).snapshots) == ["s1", "s3"]
     check(tools, path)
 
 
@@ -362,6 +365,38 @@ def test_delete_current_falls_back_to_parent(tools, test_dir):
     assert not image.autoclear & qcow2.AUTOCLEAR_CURRENT_SNAPSHOT
     img(tools, "snapshot", "-c", "fresh", path)
     assert qcow2.read(path).by_name("fresh").parent is None
+    check(tools, path)
+
+
+@pytest.mark.series
+def test_qmp_internal_snapshot_commands(tools, test_dir):
+    """blockdev-snapshot-internal-sync records the current snapshot as parent; the
+    SnapshotInfo that blockdev-snapshot-delete-internal-sync returns carries the deleted
+    entry's UUIDs; query-block follows (qemu-system -M none, QMP over stdio)."""
+    path = test_dir / "a.qcow2"
+    image = lineage_image(tools, path, ("s1",))
+    u1 = image.by_name("s1").uuid
+    assert is_v4(u1)
+    proc, replies = qmp_session(
+        tools,
+        path,
+        [
+            ("blockdev-snapshot-internal-sync", {"device": "d0", "name": "q1"}),
+            ("query-block", {}),
+            ("blockdev-snapshot-delete-internal-sync", {"device": "d0", "name": "s1"}),
+            ("query-block", {}),
+        ],
+    )
+    assert all("return" in r for r in replies), replies
+    image = qcow2.read(path)
+    q1 = image.by_name("q1")
+    assert is_v4(q1.uuid) and q1.parent == u1
+    assert_current(image, q1.uuid)
+    assert block_snaps(replies[1])["q1"]["parent-uuid"] == str(u1)
+    deleted = replies[2]["return"]
+    assert deleted["name"] == "s1" and deleted.get("uuid") == str(u1)
+    assert "parent-uuid" not in deleted
+    assert_info_matches_disk(block_snaps(replies[3]), image)
     check(tools, path)
 
 
