@@ -22,6 +22,7 @@ from qemu.qmp import ConnectError
 
 from tests.qemu.lib import netdevs as nd
 from tests.qemu.lib import procs
+from tests.qemu.lib.machine import DEFAULT_PROFILE
 from tests.qemu.lib.qmp import QMP
 
 pytestmark = pytest.mark.series
@@ -52,7 +53,11 @@ def _connect(qmp: QMP, proc: subprocess.Popen, path: str, timeout: float, log) -
 
 
 @pytest.mark.skipif(VALGRIND is None, reason="valgrind is not installed (apt-get install valgrind)")
-def test_query_netdevs_no_leak_under_valgrind(build, test_dir):
+@pytest.mark.parametrize("machine", ["none", "pc-paused"])
+def test_query_netdevs_no_leak_under_valgrind(build, test_dir, machine):
+    """machine none: no guest at all. pc-paused: a PC whose CPU never runs (-S), so that a
+    NIC can hold a backend that netdev_del removed; that backend outlives the list of net
+    clients until exit, the case patch 0015 frees the configuration early for."""
     sockdir = tempfile.mkdtemp(prefix="qh-vg-", dir="/tmp")
     qmp_sock = os.path.join(sockdir, "qmp")
     vg_log = test_dir / "valgrind.log"
@@ -66,7 +71,8 @@ def test_query_netdevs_no_leak_under_valgrind(build, test_dir):
         "--num-callers=40",
         f"--log-file={vg_log}",
         str(build.system),
-        "-machine", "none",
+        *(["-machine", "none"] if machine == "none" else
+          ["-machine", "pc", "-S", *(a for d in DEFAULT_PROFILE.firmware_dirs for a in ("-L", d))]),
         "-nodefaults",
         "-display", "none",
         "-qmp", f"unix:{qmp_sock},server=on,wait=off",
@@ -107,6 +113,14 @@ def test_query_netdevs_no_leak_under_valgrind(build, test_dir):
                 qmp.cmd("netdev_del", id=ident)
                 qmp.cmd("query-netdevs")
             assert {n["id"] for n in qmp.cmd("query-netdevs")} == base
+        if machine != "none":
+            # a backend deleted under its NIC: gone from the list, alive until the NIC goes
+            qmp.cmd("netdev_add", type="user", id="under", hostname="nic-holds-me")
+            qmp.cmd("device_add", driver="virtio-net-pci", netdev="under", id="holder",
+                    romfile="")  # fmt: skip
+            assert {n["id"]: n for n in qmp.cmd("query-netdevs")}["under"]["peer-id"] == "holder"
+            qmp.cmd("netdev_del", id="under")
+            assert "under" not in {n["id"] for n in qmp.cmd("query-netdevs")}
         # added at run time and alive at exit
         qmp.cmd("netdev_add", type="user", id="left", hostname="at-exit")
         qmp.cmd("netdev_add", type="hubport", id="lefthp", hubid=1, netdev="left")
