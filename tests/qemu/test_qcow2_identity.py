@@ -19,6 +19,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import uuid as uuidlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +71,20 @@ def debian_tools() -> Tools:
     return Tools("debian-7.2", DEBIAN_IMG, DEBIAN_IO if os.access(DEBIAN_IO, os.X_OK) else None)
 
 
-# ASan: report errors, no leak noise from QEMU's process-lifetime allocations.
-ENV = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:exitcode=86", LC_ALL="C")
+# ASan: any error fails (exit code 86). Leaks are reported too, except one that upstream
+# QEMU 10.0 has without the series: `check -r all` re-reads the snapshot table for its
+# second pass without freeing the first one (qcow2_check_read_snapshot_table).
+LSAN_SUPPRESSIONS = Path(tempfile.gettempdir()) / f"qcow2-tests-lsan-{os.getpid()}.supp"
+LSAN_SUPPRESSIONS.write_text("leak:qcow2_check_read_snapshot_table\n")
+ASAN_OPTIONS = os.environ.get(
+    "QCOW2_TEST_ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=86"
+)
+ENV = dict(
+    os.environ,
+    ASAN_OPTIONS=ASAN_OPTIONS,
+    LSAN_OPTIONS=f"suppressions={LSAN_SUPPRESSIONS}:print_suppressions=0",
+    LC_ALL="C",
+)
 
 
 def no_crash(proc: subprocess.CompletedProcess, what: str) -> None:
