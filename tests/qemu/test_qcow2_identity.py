@@ -382,6 +382,36 @@ def test_delete_current_falls_back_to_parent(tools, test_dir):
 
 
 @pytest.mark.series
+def test_version_2_images_have_uuids_but_no_current(tools, test_dir):
+    """compat=0.10 has no autoclear bits: snapshots get UUIDs, never a current snapshot
+    (so no parents); amend to v2 drops the extension, back to v3 there is none."""
+    path = test_dir / "v2.qcow2"
+    img(tools, "create", "-q", "-f", "qcow2", "-o", "compat=0.10", path, "1M")
+    img(tools, "snapshot", "-c", "s1", path)
+    img(tools, "snapshot", "-c", "s2", path)
+    image = qcow2.read(path)
+    assert image.version == 2
+    assert all(is_v4(x.uuid) and x.parent is None for x in image.snapshots)
+    assert image.extension(qcow2.EXT_CURRENT_SNAPSHOT) == []
+    assert_info_matches_disk(info_snaps(tools, path), image)
+    check(tools, path)
+
+    path = test_dir / "v3.qcow2"
+    image = lineage_image(tools, path, ("s1", "s2"))
+    img(tools, "amend", "-f", "qcow2", "-o", "compat=0.10", path)
+    v2 = qcow2.read(path)
+    assert v2.version == 2 and v2.extension(qcow2.EXT_CURRENT_SNAPSHOT) == []
+    assert [x.extra for x in v2.snapshots] == [x.extra for x in image.snapshots]
+    check(tools, path)
+    img(tools, "amend", "-f", "qcow2", "-o", "compat=1.1", path)
+    img(tools, "snapshot", "-c", "s3", path)
+    v3 = qcow2.read(path)
+    assert v3.by_name("s3").parent is None and v3.by_name("s2").parent == v3.by_name("s1").uuid
+    assert_current(v3, v3.by_name("s3").uuid)
+    check(tools, path)
+
+
+@pytest.mark.series
 def test_qmp_internal_snapshot_commands(tools, test_dir):
     """blockdev-snapshot-internal-sync records the current snapshot as parent; the
     SnapshotInfo that blockdev-snapshot-delete-internal-sync returns carries the deleted
