@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 from harness import snaptree
-from tests.qemu.lib.errors import MonitorError
 from tests.qemu.lib.lineage import (
     DISK1_NODE,
     ByUUID,
@@ -260,13 +259,6 @@ def test_bad_input_changes_nothing(vm, monitor):
     assert hmp_info(vm).text == info_before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=MonitorError,
-    reason="series bug: HMP delvm takes a string that does not parse as a UUID as a tag, and "
-    "an unknown tag is silently ignored (hmp_vm_snapshot_lookup returns 0 before checking "
-    "tags); remove this mark when fixed",
-)
 def test_hmp_delvm_malformed_uuid_is_an_error(vm):
     """SPEC §3: `delvm <malformed UUID>` gives an error and changes nothing (HMP only: over
     QMP a malformed uuid is rejected by snapshot-delete, see test_bad_input_changes_nothing)."""
