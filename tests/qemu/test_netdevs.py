@@ -110,7 +110,9 @@ def test_nic_shorthand(vm_factory):
     assert list(nets) == ["n0"]
     assert (nets["n0"]["type"], nets["n0"]["peer-id"]) == ("user", "virtio-net-pci.0")
     assert nets["n0"]["config"] == {"id": "n0", "type": "user"}
-    assert "virtio-net-pci.0: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34:77" in text
+    assert (
+        "virtio-net-pci.0: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34:77" in text
+    )
 
 
 def test_netdev_without_nic(vm_factory):

@@ -36,6 +36,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _inet() -> dict:
+    return {"type": "inet", "host": "127.0.0.1", "port": str(_free_port())}
+
+
 def _connect(qmp: QMP, proc: subprocess.Popen, path: str, timeout: float, log) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -98,11 +102,8 @@ def test_query_netdevs_no_leak_under_valgrind(build, test_dir, machine):
             qmp.cmd("netdev_add", type="user", id="u1", hostname="h",
                     dnssearch=[{"str": "a.example"}, {"str": "b.example"}])  # fmt: skip
             qmp.cmd("netdev_add", type="hubport", id="hp1", hubid=1, netdev="u1")
-            qmp.cmd("netdev_add", type="stream", id="st1", server=True,
-                    addr={"type": "inet", "host": "127.0.0.1", "port": str(_free_port())})  # fmt: skip
-            qmp.cmd("netdev_add", type="dgram", id="dg1",
-                    local={"type": "inet", "host": "127.0.0.1", "port": str(_free_port())},
-                    remote={"type": "inet", "host": "127.0.0.1", "port": str(_free_port())})  # fmt: skip
+            qmp.cmd("netdev_add", type="stream", id="st1", server=True, addr=_inet())
+            qmp.cmd("netdev_add", type="dgram", id="dg1", local=_inet(), remote=_inet())
             qmp.hmp("netdev_add user,id=h1,hostname=hmp")
             nets = {n["id"]: n for n in qmp.cmd("query-netdevs")}
             assert set(nets) == base | {"u1", "hp1", "st1", "dg1", "h1"}, nets
@@ -146,9 +147,7 @@ def test_query_netdevs_no_leak_under_valgrind(build, test_dir, machine):
     assert "ERROR SUMMARY" in text, f"valgrind did not finish its report: {vg_log}"
     records, summary = nd.parse_valgrind_leaks(text)
     assert "LEAK SUMMARY" not in text or "definitely" in summary, "unparsed LEAK SUMMARY"
-    ours = [
-        r for r in records if r.kind == "definitely" and r.mentions(nd.SERIES_LEAK_FRAMES)
-    ]
+    ours = [r for r in records if r.kind == "definitely" and r.mentions(nd.SERIES_LEAK_FRAMES)]
     assert not ours, (
         f"{len(ours)} definitely lost record(s) in net/ or QAPI clone code (see {vg_log}):\n"
         + "\n\n".join(

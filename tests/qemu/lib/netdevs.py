@@ -31,7 +31,9 @@ import time
 
 from .errors import VMTimeout
 
-_CLIENT = re.compile(r"^(?P<name>[^\s:]+): index=(?P<index>\d+),type=(?P<type>[\w-]+),?(?P<info>.*)$")
+_CLIENT = re.compile(
+    r"^(?P<name>[^\s:]+): index=(?P<index>\d+),type=(?P<type>[\w-]+),?(?P<info>.*)$"
+)
 _HUB = re.compile(r"^hub (?P<id>-?\d+)$")
 _PORT = re.compile(r"^ \\ (?P<port>[^\s:]+)(?:: (?P<rest>.*))?$")
 _PEER = re.compile(r"^ \\ (?P<rest>.*)$")
@@ -126,9 +128,7 @@ def parse_info_network(text: str) -> dict[str, NetClient]:
 def backends_from_info(text_or_clients) -> dict[str, tuple[str, str | None]]:
     """{id: (type, peer)} of the backends (every non-NIC net client) `info network` shows."""
     clients = (
-        parse_info_network(text_or_clients)
-        if isinstance(text_or_clients, str)
-        else text_or_clients
+        parse_info_network(text_or_clients) if isinstance(text_or_clients, str) else text_or_clients
     )
     return {c.name: (c.type, c.peer) for c in clients.values() if not c.is_nic}
 
@@ -154,7 +154,9 @@ def compare(query: list[dict], info_text: str) -> list[str]:
         elif name not in q:
             problems.append(f"{name}: in info network {h[name]}, not in query-netdevs")
         elif q[name] != h[name]:
-            problems.append(f"{name}: query-netdevs (type, peer) {q[name]} != info network {h[name]}")
+            problems.append(
+                f"{name}: query-netdevs (type, peer) {q[name]} != info network {h[name]}"
+            )
     return problems
 
 
@@ -174,7 +176,10 @@ def wait_device_deleted(vm, device_id: str, timeout: float = 60.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         for ev in vm.qmp.seen_events:
-            if ev.get("event") == "DEVICE_DELETED" and ev.get("data", {}).get("device") == device_id:
+            if (
+                ev.get("event") == "DEVICE_DELETED"
+                and ev.get("data", {}).get("device") == device_id
+            ):
                 return ev
         if time.monotonic() > deadline:
             raise VMTimeout(
@@ -193,7 +198,10 @@ _VG_LOSS = re.compile(
     r"blocks are (?P<kind>definitely|indirectly|possibly) lost in loss record"
 )
 _VG_FRAME = re.compile(r"^\s+(?:at|by) 0x[0-9A-Fa-f]+: (?P<frame>.*)$")
-_VG_SUMMARY = re.compile(r"^\s*(?P<kind>definitely|indirectly|possibly) lost: (?P<bytes>[\d,]+) bytes in (?P<blocks>[\d,]+) blocks")
+_VG_SUMMARY = re.compile(
+    r"^\s*(?P<kind>definitely|indirectly|possibly) lost: "
+    r"(?P<bytes>[\d,]+) bytes in (?P<blocks>[\d,]+) blocks"
+)
 
 
 @dataclasses.dataclass
