@@ -104,15 +104,49 @@ def test_hubports(vm_factory):
 
 def test_nic_shorthand(vm_factory):
     """-nic user,...,model=,mac=: one user backend whose peer is the NIC QEMU named
-    (virtio-net-pci.0, as info network shows); model and mac are not backend options."""
-    vm = _paused(vm_factory, "nic", "-nic", "user,id=n0,model=virtio-net-pci,mac=52:54:00:12:34:77")
+    (virtio-net-pci.0, as info network shows); model and mac are not backend options.
+    A -nic without id gets a generated backend id, listed the same in both monitors."""
+    vm = _paused(
+        vm_factory,
+        "nic",
+        "-nic", "user,id=n0,model=virtio-net-pci,mac=52:54:00:12:34:77",
+        "-nic", "user,model=virtio-net-pci,restrict=on",
+    )  # fmt: skip
     nets, text = nd.snapshot(vm)
-    assert list(nets) == ["n0"]
+    assert len(nets) == 2 and list(nets)[0] == "n0", nets
     assert (nets["n0"]["type"], nets["n0"]["peer-id"]) == ("user", "virtio-net-pci.0")
     assert nets["n0"]["config"] == {"id": "n0", "type": "user"}
-    assert (
-        "virtio-net-pci.0: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34:77" in text
+    assert "virtio-net-pci.0: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:12:34:77" in (
+        text
     )
+    gen_id, gen = list(nets.items())[1]
+    assert gen_id.startswith("#net") and gen["peer-id"] == "virtio-net-pci.1", gen
+    assert gen["config"] == {"id": gen_id, "type": "user", "restrict": True}
+
+
+def test_query_netdevs_in_preconfig(vm_factory):
+    """allow-preconfig: before x-exit-preconfig the -netdev backends are listed with their
+    config but no peer (the NIC does not exist yet); afterwards the NIC is their peer."""
+    vm = _paused(
+        vm_factory,
+        "pre",
+        "--preconfig",
+        "-netdev", "user,id=pre,hostfwd=tcp:127.0.0.1:0-:22",
+        "-device", "virtio-net-pci,netdev=pre,id=prenic,romfile=",
+    )  # fmt: skip
+    assert vm.qmp.cmd("query-status")["status"] == "prelaunch"
+    before = vm.qmp.cmd("query-netdevs")
+    assert before == [
+        {
+            "id": "pre",
+            "type": "user",
+            "config": {"id": "pre", "type": "user", "hostfwd": [{"str": "tcp:127.0.0.1:0-:22"}]},
+        }
+    ]
+    vm.qmp.cmd("x-exit-preconfig")
+    nets, _ = nd.snapshot(vm)
+    assert nets["pre"]["peer-id"] == "prenic"
+    assert nets["pre"]["config"] == before[0]["config"]
 
 
 def test_netdev_without_nic(vm_factory):
