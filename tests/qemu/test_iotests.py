@@ -26,6 +26,8 @@ IOTESTS = (
     "007 014 015 029 058 060 061 062 066 068 080 103 112 153 176 178 201 217 244 261 "
     "267 271 286 qcow2-internal-snapshots"
 ).split()
+# The iotests the series adds (patched build only; absent from stock).
+SERIES_IOTESTS = ("qcow2-snapshot-uuid", "savevm-lineage")
 TIMEOUT = int(os.environ.get("QEMU_HARNESS_IOTESTS_TIMEOUT", "1800"))
 JOBS = os.environ.get("QEMU_HARNESS_IOTESTS_JOBS", "1")
 RETRY_MAX = 3
@@ -77,11 +79,12 @@ def iotests_run(build, results_dir) -> IotestsRun:
     directory = results_dir / "iotests" / build.name
     directory.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    rc, cmd, results = _run_check(check, directory, "check", IOTESTS)
+    tests = IOTESTS + (list(SERIES_IOTESTS) if build.name == "patched" else [])
+    rc, cmd, results = _run_check(check, directory, "check", tests)
     # Some iotests race under CPU load (e.g. 153: a QEMU still holds its image lock while the
     # next step starts). Rerun what failed once, alone; both outputs are kept and the item
     # reports the flake. A broken build (many failures) is not retried.
-    failed = [t for t in IOTESTS if results.get(t) != "pass"]
+    failed = [t for t in tests if results.get(t) != "pass"]
     retried: dict[str, str] = {}
     if failed and len(failed) <= RETRY_MAX:
         _, _, retried = _run_check(check, directory, "check-retry", failed)
@@ -123,7 +126,9 @@ def _run_check(
 
 
 @pytest.mark.iotests
-@pytest.mark.parametrize("iotest", IOTESTS)
+@pytest.mark.parametrize(
+    "iotest", IOTESTS + [pytest.param(t, marks=pytest.mark.series) for t in SERIES_IOTESTS]
+)
 def test_iotest(iotests_run, iotest, record_property):
     first = iotests_run.results.get(iotest)
     status = iotests_run.retried.get(iotest, first) if first != "pass" else first
