@@ -192,6 +192,7 @@ def test_netdev_add_del_follows_at_once(vm_factory):
             nets, _ = nd.snapshot(vm)
             assert nets[ident]["type"] == args["type"] and "peer-id" not in nets[ident]
             assert nets[ident]["config"] == {"id": ident, **args}
+        assert list(nets) == ["base", *added], "creation order"
         # a duplicate id and a bad option are refused and leave everything as it was
         before = vm.qmp.cmd("query-netdevs")
         with pytest.raises(QMPCommandError):
@@ -223,6 +224,10 @@ def test_nic_hotplug_changes_peer(vm):
         vm.qmp.cmd("device_add", driver="virtio-net-pci", netdev="hot", id=nic, romfile="")
         nets, _ = nd.snapshot(vm)
         assert nets["hot"]["peer-id"] == nic
+        # a second NIC cannot take a backend that is in use: nothing changes
+        with pytest.raises(QMPCommandError):
+            vm.qmp.cmd("device_add", driver="virtio-net-pci", netdev="hot", id="x" + nic)
+        assert nd.snapshot(vm)[0]["hot"]["peer-id"] == nic
         vm.qmp.cmd("device_del", id=nic)
         nd.wait_device_deleted(vm, nic, timeout=90)
         nets, _ = nd.snapshot(vm)
@@ -247,10 +252,22 @@ def test_netdev_del_under_nic(vm):
     assert nd.compare(vm.qmp.cmd("query-netdevs"), text) == [
         "doomed: in info network ('user', 'orphan'), not in query-netdevs"
     ]
+    # the id is free again: a new backend of that name, unconnected, with its own config
+    vm.qmp.cmd("netdev_add", type="user", id="doomed", hostname="reborn")
+    reborn = [n for n in vm.qmp.cmd("query-netdevs") if n["id"] == "doomed"]
+    assert reborn == [
+        {"id": "doomed", "type": "user", "config": {"id": "doomed", "type": "user",
+                                                    "hostname": "reborn"}}
+    ]  # fmt: skip
+    assert vm.hmp.cmd("info network").count("doomed: index=0,type=user") == 2  # dead + new
     vm.qmp.cmd("device_del", id="orphan")
     nd.wait_device_deleted(vm, "orphan", timeout=90)
     nets, text = nd.snapshot(vm)
-    assert "doomed" not in text and "orphan" not in text
+    assert "orphan" not in text and nets["doomed"]["config"]["hostname"] == "reborn"
+    assert "peer-id" not in nets["doomed"]
+    vm.qmp.cmd("netdev_del", id="doomed")
+    nets, text = nd.snapshot(vm)
+    assert "doomed" not in text
     assert set(nets) == {n.netdev_id for n in DEFAULT_PROFILE.nics}
 
 
@@ -291,4 +308,8 @@ def test_query_netdevs_and_info_network_agree(vm_factory):
     assert len(legacy_user) == 1 and nets[legacy_user[0]]["config"]["restrict"] is True
     assert all("config" in n for i, n in nets.items() if i not in legacy), nets
     assert all(n["config"]["id"] == i for i, n in nets.items() if "config" in n)
-    assert len(nets) == 11 + 3
+    # "in the order they were created" (net_init_clients): first the -netdev QEMU parses
+    # with keyval (stream, a QAPI-only type), then the other -netdev in command-line order,
+    # -nic, then -net (legacy -net nic makes hub0port0, -net user hub0port1 then itself)
+    assert list(nets) == ["st", "net0", "net1", "sl", "sc", "u0", "hp0", "hp1", "hp2",
+                          "lonely", "n0", "hub0port0", "hub0port1", legacy_user[0]]  # fmt: skip
