@@ -11,6 +11,7 @@ both monitors on the default VM; these go further.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -313,3 +314,38 @@ def test_query_netdevs_and_info_network_agree(vm_factory):
     # -nic, then -net (legacy -net nic makes hub0port0, -net user hub0port1 then itself)
     assert list(nets) == ["st", "net0", "net1", "sl", "sc", "u0", "hp0", "hp1", "hp2",
                           "lonely", "n0", "hub0port0", "hub0port1", legacy_user[0]]  # fmt: skip
+
+
+def _can_make_tap() -> bool:
+    return os.geteuid() == 0 and os.access("/dev/net/tun", os.R_OK | os.W_OK)
+
+
+@pytest.mark.skipif(not _can_make_tap(), reason="tap backends need root and /dev/net/tun")
+def test_multiqueue_tap_listed_once(vm_factory):
+    """A tap backend with several queues is several net clients of one name: query-netdevs
+    lists it once (queues in its config), info network shows every queue; netdev_add and
+    netdev_del (also under its NIC) of a multiqueue backend act on the whole backend."""
+    tag = f"qh{os.getpid() % 100000}"  # tap names: at most 15 bytes, unique per process
+    vm = _paused(
+        vm_factory,
+        "mq",
+        "-netdev", f"tap,id=t0,ifname={tag}a,script=no,downscript=no,queues=2",
+        "-device", "virtio-net-pci,netdev=t0,id=tnic,mq=on,vectors=6,romfile=",
+    )  # fmt: skip
+    text = vm.hmp.cmd("info network")
+    assert "t0: index=1,type=tap" in text and "tnic: index=1,type=nic" in text
+    nets, _ = nd.snapshot(vm)
+    assert list(nets) == ["t0"]
+    assert (nets["t0"]["type"], nets["t0"]["peer-id"]) == ("tap", "tnic")
+    assert nets["t0"]["config"]["queues"] == 2
+    vm.qmp.cmd(
+        "netdev_add", type="tap", id="t1", ifname=f"{tag}b", script="no", downscript="no",
+        queues=3,
+    )  # fmt: skip
+    # unconnected queues all print as index 0 (a NIC's peer numbers them)
+    assert vm.hmp.cmd("info network").count("t1: index=0,type=tap") == 3
+    nets, _ = nd.snapshot(vm)
+    assert list(nets) == ["t0", "t1"] and "peer-id" not in nets["t1"]
+    vm.qmp.cmd("netdev_del", id="t1")
+    vm.qmp.cmd("netdev_del", id="t0")  # under its NIC: all queues leave the list at once
+    assert vm.qmp.cmd("query-netdevs") == []

@@ -124,6 +124,14 @@ def test_query_netdevs_no_leak_under_valgrind(build, test_dir, machine):
             assert {n["id"]: n for n in qmp.cmd("query-netdevs")}["under"]["peer-id"] == "holder"
             qmp.cmd("netdev_del", id="under")
             assert "under" not in {n["id"] for n in qmp.cmd("query-netdevs")}
+            if os.geteuid() == 0 and os.access("/dev/net/tun", os.R_OK | os.W_OK):
+                # the same with a multiqueue backend (the config hangs off queue 0 only)
+                qmp.cmd("netdev_add", type="tap", id="mq", ifname=f"qh{os.getpid() % 100000}v",
+                        script="no", downscript="no", queues=2)  # fmt: skip
+                qmp.cmd("device_add", driver="virtio-net-pci", netdev="mq", id="mqnic",
+                        mq=True, vectors=6, romfile="")  # fmt: skip
+                assert [n["id"] for n in qmp.cmd("query-netdevs")].count("mq") == 1
+                qmp.cmd("netdev_del", id="mq")
         # added at run time and alive at exit
         qmp.cmd("netdev_add", type="user", id="left", hostname="at-exit")
         qmp.cmd("netdev_add", type="hubport", id="lefthp", hubid=1, netdev="left")
