@@ -54,8 +54,10 @@ class QMP:
 
     def events(self) -> list[dict]:
         """Events received since the last call (each is logged and kept in seen_events)."""
+        # get_events() already empties the queue; when the queue was empty it
+        # pulls one event and leaves later ones queued for the next call (so
+        # no clear_events() here: it would drop them)
         evs = self._conn.get_events(wait=False)
-        self._conn.clear_events()
         for ev in evs:
             self._write("<<< event", ev)
         self.seen_events.extend(evs)
