@@ -148,13 +148,7 @@ class ByUUID:
     def _error(self, hmp_cmd: str, command: str, args: dict) -> str:
         if self.monitor == "hmp":
             return self.vm.hmp.cmd_error(f"{hmp_cmd} {args['uuid']}", timeout=300)
-        try:
-            self._job(command, **args)
-        except QMPCommandError as exc:
-            return exc.desc
-        except JobError as exc:
-            return exc.error
-        raise AssertionError(f"{command} {args} succeeded; an error was expected")
+        return self.qmp_error(command, **args)
 
     def load_error(self, uuid: str) -> str:
         return self._error("loadvm", "snapshot-load", {"uuid": uuid})
