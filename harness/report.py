@@ -27,7 +27,7 @@ def _load(path: Path):
         return None
 
 
-def junit_counts(path: Path) -> dict[str, Counter] | None:
+def junit_counts(path: Path, split_builds: bool = True) -> dict[str, Counter] | None:
     """Outcome counts per build ("patched", "stock", or "-") from a JUnit file."""
     try:
         root = ET.parse(path).getroot()
@@ -36,7 +36,7 @@ def junit_counts(path: Path) -> dict[str, Counter] | None:
     counts: dict[str, Counter] = {}
     for case in root.iter("testcase"):
         name = case.get("name", "")
-        m = re.search(r"\b(patched|stock)\b", name)
+        m = re.search(r"\b(patched|stock)\b", name) if split_builds else None
         build = m.group(1) if m else "-"
         if case.find("failure") is not None or case.find("error") is not None:
             outcome = "failed"
@@ -109,7 +109,8 @@ def _section_tests(layout: Layout) -> list[str]:
            "|---|---|---:|---:|---:|---:|"]
     missing = []
     for suite, title in SUITES:
-        counts = junit_counts(layout.results / f"junit-{suite}.xml")
+        counts = junit_counts(layout.results / f"junit-{suite}.xml",
+                              split_builds=suite != "unit")
         if counts is None:
             missing.append(suite)
             continue
