@@ -138,7 +138,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if command == "test":
             suites = args.suite or ["unit", "qemu"] + (["iotests"] if args.iotests else [])
-            run_stages(_test_stage(suites, tuple(args.pytest_args)), ctx)
+            for name in suites:  # no stale results from an earlier run in the totals
+                (ctx.layout.results / f"junit-{name}.xml").unlink(missing_ok=True)
+            try:
+                run_stages(_test_stage(suites, tuple(args.pytest_args)), ctx)
+            finally:
+                print(testrun.closing_line(ctx.layout, suites))
             return 0
         if command not in stages.STAGES:
             raise UsageError(f"unknown command {command}")

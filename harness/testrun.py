@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from .bootstrap import venv_python
@@ -29,7 +30,7 @@ def pytest_argv(layout: Layout, suite: Suite, extra: tuple[str, ...] = ()) -> li
     results = layout.results
     argv = [str(venv_python(layout)), "-m", "pytest", *suite.paths,
             f"--junitxml={results / ('junit-' + suite.name + '.xml')}",
-            "-o", f"junit_suite_name={suite.name}", "-ra"]
+            "-o", f"junit_suite_name={suite.name}", "-o", "junit_family=xunit1", "-ra"]
     if suite.name != "unit":
         argv.append(f"--results-dir={results / suite.name}")
     if suite.markers:
@@ -48,3 +49,16 @@ def run_suite(layout: Layout, suite: Suite, log: StageLog,
                           hint=f"per-test logs under {layout.results / suite.name}; "
                                f"JUnit XML in {layout.results}")
     return f"{suite.name}: {summary}"
+
+
+def closing_line(layout: Layout, suites: list[str]) -> str:
+    """One plain summary over the suites' JUnit files: 'tests: N passed, N failed,
+    N skipped' (strict xfails, the series tests on the stock build, count as passed)."""
+    from .report import junit_counts
+    total: Counter = Counter()
+    for name in suites:
+        for counts in (junit_counts(layout.results / f"junit-{name}.xml",
+                                    split_builds=False) or {}).values():
+            total.update(counts)
+    return (f"tests: {total['passed'] + total['xfailed']} passed, {total['failed']} failed, "
+            f"{total['skipped']} skipped")

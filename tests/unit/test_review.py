@@ -172,3 +172,19 @@ def test_report_gathers_results_and_names_missing_inputs(tmp_path):
     assert "patched: no build (run `python3 build.py build`)" in md
     html = (res / "report.html").read_text()
     assert "<table>" in html and "<h2>Tests</h2>" in html
+
+
+def test_closing_line_sums_the_suites(tmp_path):
+    from harness import testrun
+    layout = Layout(root=tmp_path, cache=tmp_path / "cache")
+    layout.results.mkdir(parents=True)
+    (layout.results / "junit-unit.xml").write_text(
+        '<testsuites><testsuite><testcase name="a"/><testcase name="b"/></testsuite>'
+        '</testsuites>')
+    (layout.results / "junit-qemu.xml").write_text(
+        '<testsuites><testsuite><testcase name="t[stock]"><skipped type="pytest.xfail" '
+        'message="x"/></testcase><testcase name="u"><failure message="f"/></testcase>'
+        '<testcase name="v"><skipped message="no ASan build"/></testcase>'
+        '</testsuite></testsuites>')
+    assert testrun.closing_line(layout, ["unit", "qemu", "iotests"]) == \
+        "tests: 3 passed, 1 failed, 1 skipped"
