@@ -145,22 +145,27 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     layout = Layout()
-    rows: list[dict] = []
+    groups: dict[str, list[dict]] = {}
     with StageLog(layout.logs / "bench.log") as log:
         if "build" in which:
-            rows += bench_build(layout, log, args.fresh_clone)
+            groups["build"] = bench_build(layout, log, args.fresh_clone)
         if "qemu-img" in which:
-            rows += bench_qemu_img(layout, args.n)
+            groups["qemu-img"] = bench_qemu_img(layout, args.n)
         if "vm" in which:
             from bench import vm
-            rows += vm.run(args.n, args.reps)
+            groups["vm"] = vm.run(args.n, args.reps)
+    rows = [r for g in groups.values() for r in g]
     out = layout.results / "bench.json"
-    old = json.loads(out.read_text()).get("rows", []) if out.exists() else []
-    names = {r["name"] for r in rows}
-    merged = [r for r in old if r["name"] not in names] + rows
+    try:
+        saved = json.loads(out.read_text()).get("groups", {})
+    except (OSError, ValueError):
+        saved = {}
+    saved.update(groups)  # a group run now replaces its old rows; others are kept
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": merged, "machine": os.uname().nodename,
-                               "cpus": os.cpu_count()}, indent=2) + "\n")
+    out.write_text(json.dumps({
+        "groups": saved,
+        "rows": [r for name in ("build", "qemu-img", "vm") for r in saved.get(name, [])],
+        "machine": os.uname().nodename, "cpus": os.cpu_count()}, indent=2) + "\n")
     print_table(rows)
     print(f"\nsaved to {out}")
     return 0
