@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -88,37 +89,38 @@ def bench_build(layout: Layout, log: StageLog, fresh_clone: bool) -> list[dict]:
     return rows
 
 
-def _qemu_img_runs(qemu_img: str, workdir: Path, n: int) -> dict[str, float]:
-    img = workdir / "bench.qcow2"
-    subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(img), "64M"], check=True)
+def _run(argv) -> float:
     start = time.monotonic()
-    for i in range(n):
-        subprocess.run([qemu_img, "snapshot", "-c", f"s{i}", str(img)], check=True)
-    create = (time.monotonic() - start) / n
-    reps = 20
-
-    def per(argv):
-        s = time.monotonic()
-        for _ in range(reps):
-            subprocess.run(argv, check=True, capture_output=True)
-        return (time.monotonic() - s) / reps
-
-    return {"snapshot -c": create,
-            "snapshot -l": per([qemu_img, "snapshot", "-l", str(img)]),
-            "info --output=json": per([qemu_img, "info", "--output=json", str(img)])}
+    subprocess.run(argv, check=True, capture_output=True)
+    return time.monotonic() - start
 
 
-def bench_qemu_img(layout: Layout, n: int) -> list[dict]:
+def bench_qemu_img(layout: Layout, n: int, reps: int = 30) -> list[dict]:
+    """Both builds side by side, interleaved (patched, stock, patched, ...) so
+    that drift in the machine's load hits both alike; medians per operation."""
     builds = {name: build_paths(PROFILES[name], layout)["qemu-img"]
               for name in ("patched", "stock")}
-    results = {}
-    for name, qemu_img in builds.items():
-        with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
-            results[name] = _qemu_img_runs(qemu_img, Path(tmp), n)
+    times: dict[str, dict[str, list[float]]] = {b: {} for b in builds}
+    with tempfile.TemporaryDirectory(prefix="bench-qemu-img-") as tmp:
+        imgs = {b: Path(tmp) / f"{b}.qcow2" for b in builds}
+        for b, qemu_img in builds.items():
+            subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(imgs[b]), "64M"],
+                           check=True)
+        for i in range(n):
+            for b, qemu_img in builds.items():
+                times[b].setdefault("snapshot -c", []).append(
+                    _run([qemu_img, "snapshot", "-c", f"s{i}", str(imgs[b])]))
+        for _ in range(reps):
+            for b, qemu_img in builds.items():
+                times[b].setdefault("snapshot -l", []).append(
+                    _run([qemu_img, "snapshot", "-l", str(imgs[b])]))
+                times[b].setdefault("info --output=json", []).append(
+                    _run([qemu_img, "info", "--output=json", str(imgs[b])]))
     rows = []
-    for op in results["patched"]:
-        p, s = results["patched"][op], results["stock"][op]
-        rows.append({"name": f"qemu-img {op} ({n} snapshots), per op",
+    for op in times["patched"]:
+        p, s = (statistics.median(times[b][op]) for b in ("patched", "stock"))
+        what = f"{n} creates" if op == "snapshot -c" else f"{reps} runs on {n} snapshots"
+        rows.append({"name": f"qemu-img {op} (median of {what})",
                      "patched": f"{p * 1000:.2f} ms", "stock": f"{s * 1000:.2f} ms",
                      "ratio": f"{p / s:.3f}", "target": "<= 1.05"})
     return rows
@@ -138,7 +140,7 @@ def main(argv=None) -> int:
     p.add_argument("--fresh-clone", action="store_true")
     p.add_argument("-n", type=int, default=1000,
                    help="snapshots for the qemu-img and query-vm-snapshots benches")
-    p.add_argument("--reps", type=int, default=5, help="rounds of savevm/loadvm")
+    p.add_argument("--reps", type=int, default=15, help="rounds of savevm/loadvm")
     args = p.parse_args(argv)
     which = args.which or ["build", "qemu-img", "vm"]
     unknown = set(which) - {"build", "qemu-img", "vm"}

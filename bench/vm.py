@@ -32,17 +32,37 @@ def _median_time(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-def savevm_loadvm(build_name: str, guest, workdir: Path, reps: int) -> dict[str, float]:
-    build = builds.resolve(build_name)
-    workdir.mkdir(parents=True, exist_ok=True)
-    disk = images.make_disk(build.img, workdir / "disk.qcow2", "qcow2", "64M")
-    with VM(build, guest, workdir, disk=disk, name=f"bench-{build_name}") as vm:
-        vm.console.wait_for(guest.ready_marker, timeout=180)
-        vm.console.wait_counter(timeout=30)
-        counter = iter(range(10 ** 6))
-        save = _median_time(lambda: vm.hmp.cmd(f"savevm b{next(counter)}", timeout=300), reps)
-        load = _median_time(lambda: vm.hmp.cmd("loadvm b0", timeout=300), reps)
-    return {"savevm": save, "loadvm": load}
+def savevm_loadvm(guest, workdir: Path, reps: int) -> dict[str, dict[str, float]]:
+    """Both builds' VMs run at the same time and the operations alternate
+    between them, so both see the same machine load; medians per operation."""
+    vms = {}
+    times: dict[str, dict[str, list[float]]] = {}
+    try:
+        for name in ("patched", "stock"):
+            build = builds.resolve(name)
+            (workdir / name).mkdir(parents=True, exist_ok=True)
+            disk = images.make_disk(build.img, workdir / name / "disk.qcow2", "qcow2", "64M")
+            vm = VM(build, guest, workdir / name, disk=disk, name=f"bench-{name}")
+            vms[name] = vm.launch()
+            times[name] = {"savevm": [], "loadvm": []}
+        for vm in vms.values():
+            vm.console.wait_for(guest.ready_marker, timeout=180)
+            vm.console.wait_counter(timeout=30)
+        for i in range(reps):
+            for name, vm in vms.items():
+                start = time.monotonic()
+                vm.hmp.cmd(f"savevm b{i}", timeout=300)
+                times[name]["savevm"].append(time.monotonic() - start)
+        for _ in range(reps):
+            for name, vm in vms.items():
+                start = time.monotonic()
+                vm.hmp.cmd("loadvm b0", timeout=300)
+                times[name]["loadvm"].append(time.monotonic() - start)
+    finally:
+        for vm in vms.values():
+            vm.shutdown()
+    return {name: {op: statistics.median(v) for op, v in ops.items()}
+            for name, ops in times.items()}
 
 
 def query_vm_snapshots(guest, workdir: Path, n: int, reps: int = 20) -> float:
@@ -68,9 +88,7 @@ def run(n: int, reps: int) -> list[dict]:
     guest = images.ensure_guest(log=lambda m: None)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-vm-") as tmp:
-        res = {}
-        for name in ("patched", "stock"):
-            res[name] = savevm_loadvm(name, guest, Path(tmp) / name, reps)
+        res = savevm_loadvm(guest, Path(tmp) / "saveload", reps)
         for op in ("savevm", "loadvm"):
             p, s = res["patched"][op], res["stock"][op]
             rows.append({"name": f"{op} of the booted test guest (median of {reps})",
