@@ -146,7 +146,8 @@ def write_metadata(profile: BuildProfile, layout: Layout, args: list[str],
     series = git.out("rev-list", "--reverse", f"{baseline.base_tag}..HEAD").split()
     marker_path = layout.qemu / ".git" / "harness-baseline.json"
     marker = json.loads(marker_path.read_text()) if marker_path.exists() else {}
-    flag = {"stock": " --stock", "patched-asan": " --asan"}.get(profile.name, "")
+    # `all` builds patched and stock; the ASan build is asked for with --asan
+    flag = " --asan" if profile.asan else ""
     meta = {
         "profile": profile.name,
         "baseline": {"ident": baseline.ident, "upstream": baseline.upstream_version,
