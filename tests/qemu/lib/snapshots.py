@@ -97,19 +97,20 @@ class QMPSnapshots(SnapshotOps):
                 return [s["name"] for s in node.get("image", {}).get("snapshots", [])]
         raise AssertionError(f"node {self.vmstate} not in query-named-block-nodes")
 
-    def save_error(self, tag: str) -> str:
+    @staticmethod
+    def _job_error(run, what: str) -> str:
+        """The error of a snapshot job that must fail."""
         try:
-            self.save(tag)
+            run()
         except JobError as exc:
             return exc.error
-        raise AssertionError(f"snapshot-save {tag} succeeded; an error was expected")
+        raise AssertionError(f"{what} succeeded; an error was expected")
+
+    def save_error(self, tag: str) -> str:
+        return self._job_error(lambda: self.save(tag), f"snapshot-save {tag}")
 
     def load_error(self, tag: str) -> str:
-        try:
-            self.load(tag)
-        except JobError as exc:
-            return exc.error
-        raise AssertionError(f"snapshot-load {tag} succeeded; an error was expected")
+        return self._job_error(lambda: self.load(tag), f"snapshot-load {tag}")
 
     def stop(self) -> None:
         self.vm.qmp.cmd("stop")
