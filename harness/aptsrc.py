@@ -88,11 +88,22 @@ def system_sources(etc_apt: Path = Path("/etc/apt")) -> list[Source]:
     return unique
 
 
+# Suites that have no -updates or -security companion (asking apt for them
+# is a 404 and `apt-get update` exits 100).
+ROLLING_SUITES = frozenset({"sid", "unstable", "experimental"})
+
+
 def deb_src_entries(sources: list[Source], suite: str) -> str:
     """deb822 text with deb-src entries for ``suite`` on the given mirrors."""
     out = []
+    rolling = suite in ROLLING_SUITES
     for src in sources:
-        suites = f"{suite}-security" if src.security else f"{suite} {suite}-updates"
+        if rolling:
+            if src.security:
+                continue  # the security archive carries no sid/unstable
+            suites = suite
+        else:
+            suites = f"{suite}-security" if src.security else f"{suite} {suite}-updates"
         out.append(f"Types: deb-src\nURIs: {src.uri}\nSuites: {suites}\n"
                    f"Components: main\nSigned-By: {DEBIAN_KEYRING}\n")
     return "\n".join(out)

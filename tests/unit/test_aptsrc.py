@@ -62,6 +62,18 @@ def test_deb_src_entries_point_at_the_pinned_suite():
     assert text.count("Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg") == 2
 
 
+@pytest.mark.parametrize("suite", ["sid", "unstable", "experimental"])
+def test_rolling_suites_have_no_updates_or_security(suite):
+    """sid has no sid-updates / sid-security: naming them makes apt-get update 404."""
+    text = aptsrc.deb_src_entries([aptsrc.Source("http://m.invalid/debian", False),
+                                   aptsrc.Source("http://m.invalid/debian-security", True)],
+                                  suite)
+    assert text == ("Types: deb-src\nURIs: http://m.invalid/debian\n"
+                    f"Suites: {suite}\nComponents: main\n"
+                    "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+    assert "-updates" not in text and "-security" not in text
+
+
 def test_no_debian_source_is_an_environment_problem(tmp_path):
     etc = _etc(tmp_path, {"sources.list": "deb http://vendor.invalid/apt stable main\n"})
     with pytest.raises(EnvironmentProblem) as err:
