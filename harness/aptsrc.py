@@ -120,7 +120,9 @@ class PrivateApt:
     def conf(self) -> Path:
         return self.root / "apt.conf"
 
-    def write(self, sources_text: str) -> None:
+    def write(self, sources_text: str, options: tuple[str, ...] = ()) -> None:
+        """The sources and apt.conf; ``options`` are extra apt.conf items
+        (``Key "value"``, e.g. ``Acquire::Check-Valid-Until "false"``)."""
         for sub in ("lists/partial", "cache/archives/partial", "sources.list.d",
                     "preferences.d"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -134,6 +136,7 @@ class PrivateApt:
             f'Dir::State::Lists "{r}/lists";\n'
             f'Dir::Cache "{r}/cache";\n'
             'APT::Sandbox::User "root";\n'
+            + "".join(f"{opt.rstrip(';')};\n" for opt in options)
         )
 
     def _apt(self, *argv: str, cwd: Path | None = None, check: bool = True):

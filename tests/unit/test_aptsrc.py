@@ -91,6 +91,15 @@ def test_private_config_never_touches_system_state(tmp_path, log):
         assert str(tmp_path / "papt") in line
 
 
+def test_private_config_carries_the_profile_apt_options(tmp_path, log):
+    """sid's Release file can be past its Valid-Until: the profile says so."""
+    apt = aptsrc.PrivateApt(tmp_path / "papt", log)
+    apt.write("Types: deb-src\n", options=('Acquire::Check-Valid-Until "false"',))
+    assert 'Acquire::Check-Valid-Until "false";\n' in apt.conf.read_text()
+    apt.write("Types: deb-src\n")
+    assert "Valid-Until" not in apt.conf.read_text()
+
+
 def test_replaced_point_release_says_what_to_do(tmp_path, log, monkeypatch):
     apt = aptsrc.PrivateApt(tmp_path / "papt", log)
     monkeypatch.setattr(apt, "source_versions", lambda pkg: ["1:10.0.14+ds-0+deb13u1"])
