@@ -54,6 +54,7 @@ APT_PACKAGES = (
     "git", "build-essential", "ccache", "pkg-config", "python3-venv",
     "libglib2.0-dev", "libpixman-1-dev", "libslirp-dev", "libfdt-dev",
     "zlib1g-dev", "flex", "bison", "bzip2", "xz-utils", "dpkg-dev",
+    "device-tree-compiler",  # dtc: 10.2's pc-bios/dtb ships only .dts sources
     "seabios", "qemu-system-data", "ipxe-qemu",
     "busybox-static", "cpio", "kmod",
     "qemu-utils",  # Debian's qemu-img 7.2: a real old peer for compatibility tests
