@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness import qbuild  # noqa: E402
-from harness.config import BASELINE, PROFILES, BuildProfile, Layout  # noqa: E402
+from harness.config import PROFILES, BuildProfile, Layout, select_baseline  # noqa: E402
 from harness.paths import build_paths  # noqa: E402
 from harness.runner import StageLog  # noqa: E402
 
@@ -47,10 +47,10 @@ def bench_build(layout: Layout, log: StageLog, fresh_clone: bool) -> list[dict]:
     rows = []
     t = timed(lambda: qbuild._configure(prof, layout, log, args))
     rows.append({"name": "configure", "patched": f"{t:.1f} s", "target": ""})
-    t = timed(lambda: qbuild.build(prof, layout, log, BASELINE))
+    t = timed(lambda: qbuild.build(prof, layout, log, select_baseline()))
     rows.append({"name": "build after configure (ccache as found)", "patched": f"{t:.1f} s",
                  "target": ""})
-    t = timed(lambda: qbuild.build(prof, layout, log, BASELINE))
+    t = timed(lambda: qbuild.build(prof, layout, log, select_baseline()))
     rows.append({"name": "no-op build (ninja + metadata)", "patched": f"{t:.2f} s",
                  "target": "< 5 s"})
     cli = timed(lambda: subprocess.run([sys.executable, str(ROOT / "build.py"), "build"],
@@ -59,19 +59,19 @@ def bench_build(layout: Layout, log: StageLog, fresh_clone: bool) -> list[dict]:
                  "target": "< 5 s"})
     src = layout.qemu / "block" / "qcow2-snapshot.c"
     os.utime(src)
-    t = timed(lambda: qbuild.build(prof, layout, log, BASELINE))
+    t = timed(lambda: qbuild.build(prof, layout, log, select_baseline()))
     rows.append({"name": "rebuild after touching block/qcow2-snapshot.c",
                  "patched": f"{t:.1f} s", "target": "< 30 s"})
     with open(src, "a") as fh:
         fh.write("/* bench */\n")
     try:
-        t = timed(lambda: qbuild.build(prof, layout, log, BASELINE))
+        t = timed(lambda: qbuild.build(prof, layout, log, select_baseline()))
     finally:
         text = src.read_text()
         src.write_text(text[: -len("/* bench */\n")])
     rows.append({"name": "rebuild after editing block/qcow2-snapshot.c (ccache miss)",
                  "patched": f"{t:.1f} s", "target": "< 30 s"})
-    qbuild.build(prof, layout, log, BASELINE)
+    qbuild.build(prof, layout, log, select_baseline())
     shutil.rmtree(bdir, ignore_errors=True)
     if fresh_clone:
         with tempfile.TemporaryDirectory(prefix="bench-clone-") as tmp:

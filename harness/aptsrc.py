@@ -158,7 +158,7 @@ class PrivateApt:
                 f"Debian no longer offers source {package} {version} "
                 f"(offered now: {', '.join(versions) or 'none'})",
                 hint="Debian replaced the point release. Either pin the new one "
-                     "(BASELINE in harness/config.py: versions and orig sha256, then "
-                     "check the series still applies), put the pinned orig tarball in "
-                     "the cache (build.py import --tarball PATH), or use --source git")
+                     "(its profile in harness/baselines.toml: versions and orig sha256, "
+                     "then check the series still applies), put the pinned orig tarball "
+                     "in the cache (build.py import --tarball PATH), or use --source git")
         self._apt("apt-get", "source", "--download-only", f"{package}={version}", cwd=dest)

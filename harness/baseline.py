@@ -51,7 +51,8 @@ def verify_tarball(path: Path, baseline: Baseline) -> None:
             f"{path} has sha256 {actual}, the pin says {baseline.orig_sha256}",
             hint="the file is corrupt or not the pinned release: delete it and run "
                  "`python3 build.py import` again to refetch it; if Debian changed the "
-                 "release on purpose, update BASELINE in harness/config.py")
+                 f"release on purpose, update profile '{baseline.name}' in "
+                 "harness/baselines.toml")
 
 
 def fetch_debian_tarball(layout: Layout, baseline: Baseline, log: StageLog,
@@ -67,13 +68,15 @@ def fetch_debian_tarball(layout: Layout, baseline: Baseline, log: StageLog,
             log.note(f"cached {cached} fails verification; fetching it again")
             cached.unlink()
     apt = aptsrc.PrivateApt(layout.cache / "apt", log)
-    apt.write(aptsrc.deb_src_entries(aptsrc.system_sources(etc_apt), baseline.debian_suite))
+    apt.write(aptsrc.deb_src_entries(aptsrc.system_sources(etc_apt), baseline.debian_suite),
+              baseline.apt_options)
     try:
         apt.update()
     except CommandFailed as exc:
         raise BaselineError("apt-get update of the private deb-src configuration failed",
                             hint="check the machine's Debian mirror is reachable, or pass "
                                  "--tarball PATH", log=exc.log) from exc
+    layout.cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=layout.cache) as tmp:
         apt.download_source(baseline.debian_package, baseline.debian_version, Path(tmp))
         got = Path(tmp) / baseline.orig_tarball
@@ -173,7 +176,7 @@ def import_baseline(layout: Layout, baseline: Baseline, log: StageLog, *,
             else:
                 tarball = fetch_debian_tarball(layout, baseline, log)
             new = _init_from_tarball(tmp, tarball, baseline, log)
-            fixups = sorted((layout.fixups).glob("*.diff"))
+            fixups = sorted((layout.fixups / baseline.name).glob("*.diff"))
         elif source == "git":
             new = _init_from_git(tmp, baseline, git_url or baseline.upstream_git, log)
             fixups = []  # upstream git carries the firmware blobs
@@ -188,7 +191,7 @@ def import_baseline(layout: Layout, baseline: Baseline, log: StageLog, *,
                 raise BaselineError(f"repack fix-up {diff.name} does not apply",
                                     log=exc.log,
                                     hint="the baseline changed: update the fix-up "
-                                         "in harness/fixups/") from exc
+                                         f"in harness/fixups/{baseline.name}/") from exc
             _commit_all(git, fixup_message(diff))
         git("tag", baseline.base_tag)
         result = {

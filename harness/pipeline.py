@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .config import BASELINE, Baseline, Layout
+from .config import Baseline, Layout, select_baseline
 from .errors import HarnessError
 from .runner import StageLog
 
@@ -20,7 +20,7 @@ from .runner import StageLog
 @dataclass
 class Context:
     layout: Layout = field(default_factory=Layout)
-    baseline: Baseline = BASELINE
+    baseline: Baseline = field(default_factory=select_baseline)
     verbose: bool = False
     options: dict = field(default_factory=dict)
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import BASELINE, BUILD_TARGETS, Baseline, BuildProfile, Layout
+from .config import BUILD_TARGETS, Baseline, BuildProfile, Layout
 from .errors import BuildFailed, CommandFailed, UsageError
 from .git import Git
 from .runner import StageLog, run
@@ -183,7 +183,7 @@ def _harness_rev(layout: Layout) -> str:
 
 
 def build(profile: BuildProfile, layout: Layout, log: StageLog,
-          baseline: Baseline = BASELINE, jobs: int | None = None,
+          baseline: Baseline, jobs: int | None = None,
           targets: tuple[str, ...] = BUILD_TARGETS) -> BuildResult:
     source = profile.source(layout)
     if not (source / "configure").exists():

@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from harness.config import BASELINE, Layout  # noqa: E402
+from harness.config import BASELINE_ENV, Layout, select_baseline  # noqa: E402
 from harness.runner import StageLog  # noqa: E402
 
 MESON = """roms = []
@@ -77,13 +77,14 @@ FAKE_FILES = {
 def project(tmp_path, monkeypatch):
     """A project root with fix-ups, an empty cache and a fake orig tarball."""
     root = tmp_path / "proj"
-    (root / "harness" / "fixups").mkdir(parents=True)
-    (root / "harness" / "fixups" / "0001-test.diff").write_text(FIXUP)
+    (root / "harness" / "fixups" / "10.0.13").mkdir(parents=True)
+    (root / "harness" / "fixups" / "10.0.13" / "0001-test.diff").write_text(FIXUP)
     (root / "patches").mkdir()
     layout = Layout(root=root, cache=tmp_path / "cache")
-    tarball = tmp_path / BASELINE.orig_tarball
+    pinned = select_baseline("10.0.13")
+    tarball = tmp_path / pinned.orig_tarball
     sha = make_tarball(tarball, FAKE_FILES)
-    baseline = replace(BASELINE, orig_sha256=sha)
+    baseline = replace(pinned, orig_sha256=sha)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     for key in ("GIT_DIR", "GIT_WORK_TREE"):
         monkeypatch.delenv(key, raising=False)
@@ -91,6 +92,12 @@ def project(tmp_path, monkeypatch):
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     return type("Project", (), {"layout": layout, "baseline": baseline, "tarball": tarball,
                                 "root": root, "tmp": tmp_path})
+
+
+@pytest.fixture(autouse=True)
+def no_baseline_from_environment(monkeypatch):
+    """`build.py --baseline X test` hands X down; unit tests choose their own."""
+    monkeypatch.delenv(BASELINE_ENV, raising=False)
 
 
 @pytest.fixture

@@ -107,4 +107,4 @@ def test_replaced_point_release_says_what_to_do(tmp_path, log, monkeypatch):
         apt.download_source("qemu", "1:10.0.13+ds-0+deb13u1", tmp_path / "dl")
     assert "no longer offers" in err.value.message
     assert "1:10.0.14+ds-0+deb13u1" in err.value.message
-    assert "harness/config.py" in err.value.hint and "--tarball" in err.value.hint
+    assert "harness/baselines.toml" in err.value.hint and "--tarball" in err.value.hint

@@ -82,8 +82,9 @@ def test_cached_tarball_failing_verification_is_refetched(project, log, monkeypa
         def __init__(self, root, log):
             pass
 
-        def write(self, text):
+        def write(self, text, options=()):
             fetched.append(text)
+            fetched.append(options)
 
         def update(self):
             pass
@@ -98,9 +99,10 @@ def test_cached_tarball_failing_verification_is_refetched(project, log, monkeypa
     path = baseline.fetch_debian_tarball(project.layout, project.baseline, log)
     assert baseline.sha256_file(path) == project.baseline.orig_sha256
     assert "Suites: trixie trixie-updates" in fetched[0]
+    assert fetched[1] == ()  # the 10.0.13 profile needs no extra apt options
     # second call: served from the cache, apt not used again
     baseline.fetch_debian_tarball(project.layout, project.baseline, log)
-    assert len(fetched) == 1
+    assert len(fetched) == 2
 
 
 def test_wrong_version_in_tarball(project, log):
@@ -138,3 +140,38 @@ def test_git_route_clones_the_tag(project, log, tmp_path):
     with pytest.raises(BaselineError, match="holds baseline"):
         baseline.import_baseline(project.layout, project.baseline, log, source="debian",
                                  tarball=project.tarball)
+
+
+def test_sid_profile_fetches_from_sid_only_with_its_apt_options(project, log, monkeypatch):
+    from dataclasses import replace
+
+    from harness.config import select_baseline
+    written = []
+
+    class FakeApt:
+        def __init__(self, root, log):
+            pass
+
+        def write(self, text, options=()):
+            written.append((text, options))
+
+        def update(self):
+            pass
+
+        def download_source(self, package, version, dest):
+            written.append((package, version))
+            (dest / sid.orig_tarball).write_bytes(project.tarball.read_bytes())
+
+    sid = replace(select_baseline("10.2.2"), orig_sha256=project.baseline.orig_sha256)
+    monkeypatch.setattr(baseline.aptsrc, "PrivateApt", FakeApt)
+    monkeypatch.setattr(baseline.aptsrc, "system_sources",
+                        lambda etc=None: [baseline.aptsrc.Source("http://m.invalid/debian",
+                                                                 False),
+                                          baseline.aptsrc.Source(
+                                              "http://m.invalid/debian-security", True)])
+    path = baseline.fetch_debian_tarball(project.layout, sid, log)
+    assert path.name == "qemu_10.2.2+ds.orig.tar.xz"
+    text, options = written[0]
+    assert "Suites: sid\n" in text and "sid-" not in text
+    assert options == ('Acquire::Check-Valid-Until "false"',)
+    assert written[1] == ("qemu", "1:10.2.2+ds-1")

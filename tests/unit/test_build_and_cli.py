@@ -155,7 +155,8 @@ def test_pipeline_stops_at_first_failure_and_prints_timings(tmp_path, capsys):
 def test_metadata_json_shape(fake_tree, log, monkeypatch):
     import subprocess as sp
 
-    from harness.config import BASELINE
+    from harness.config import select_baseline
+    BASELINE = select_baseline()
     tree = fake_tree.qemu
     for cmd in (["init", "-q"], ["add", "-A"],
                 ["-c", "user.name=T", "-c", "user.email=t@e.invalid", "commit", "-qm", "b"],
