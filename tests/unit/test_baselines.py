@@ -97,3 +97,15 @@ def test_a_broken_file_says_what_and_where(tmp_path, change, expect):
 def test_a_missing_file(tmp_path):
     with pytest.raises(UsageError, match="cannot read it"):
         load_baselines(tmp_path / "absent.toml")
+
+
+def test_every_profile_has_its_fixups():
+    """The +ds repacks lack the edk2 firmware: each profile carries the fix-up."""
+    from harness.baseline import fixup_message
+    for name in load_baselines().profiles:
+        diffs = sorted((config.ROOT / "harness" / "fixups" / name).glob("*.diff"))
+        assert [d.name for d in diffs] == [
+            "0001-pc-bios-skip-firmware-blobs-missing-from-the-ds-repack.diff"], name
+        text = diffs[0].read_text()
+        assert f"qemu_{name}+ds.orig.tar.xz" in fixup_message(diffs[0])
+        assert "if not fs.exists(f + '.bz2')" in text and "blobs = blobs_present" in text
