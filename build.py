@@ -8,12 +8,14 @@ project venv that everything else uses. See README.md.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import stages, testrun  # noqa: E402
+from harness.config import BASELINE_ENV, select_baseline  # noqa: E402
 from harness.errors import HarnessError, UsageError  # noqa: E402
 from harness.pipeline import Context, Stage, run_stages  # noqa: E402
 
@@ -21,8 +23,9 @@ from harness.pipeline import Context, Stage, run_stages  # noqa: E402
 def _test_stage(suites: list[str], extra: tuple[str, ...]) -> list[Stage]:
     def make(name):
         return Stage(f"test-{name}",
-                     lambda ctx, log: testrun.run_suite(ctx.layout, testrun.SUITES[name],
-                                                        log, extra))
+                     lambda ctx, log: testrun.run_suite(
+                         ctx.layout, testrun.SUITES[name], log, extra,
+                         env={BASELINE_ENV: ctx.baseline.name}))
     return [make(s) for s in suites]
 
 
@@ -32,6 +35,9 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true",
                    help="echo command output while stages run")
+    p.add_argument("--baseline", metavar="NAME",
+                   help="the baseline profile of harness/baselines.toml to work on "
+                        f"(default: ${BASELINE_ENV}, else the file's default)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name, help_):
@@ -116,9 +122,13 @@ def _tree(ctx: Context, args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     command = args.command or "all"
-    ctx = Context(verbose=args.verbose)
-    ctx.options = {k: v for k, v in vars(args).items() if k not in ("command", "verbose")}
     try:
+        origin = "--baseline" if args.baseline else \
+            f"${BASELINE_ENV}" if os.environ.get(BASELINE_ENV) else ""
+        ctx = Context(verbose=args.verbose, baseline=select_baseline(args.baseline),
+                      baseline_origin=origin)
+        ctx.options = {k: v for k, v in vars(args).items()
+                       if k not in ("command", "verbose", "baseline")}
         if command == "paths":
             profile = "stock" if args.stock else "patched-asan" if args.asan else "patched"
             text = stages.paths_json(ctx, profile)

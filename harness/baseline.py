@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import aptsrc
-from .config import Baseline, Layout
-from .errors import BaselineError, CommandFailed, HarnessError
+from .config import Baseline, Layout, load_baselines
+from .errors import BaselineError, CommandFailed, HarnessError, UsageError
 from .git import IMPORT_IDENTITY, Git
 from .runner import StageLog, run
 
@@ -89,12 +89,85 @@ def fetch_debian_tarball(layout: Layout, baseline: Baseline, log: StageLog,
     return cached
 
 
+def _common_git_dir(tree: Path) -> Path:
+    """The repository's own .git directory, also for a worktree (qemu-stock/,
+    out/bisect/qemu), whose .git is a file pointing into it."""
+    dotgit = tree / ".git"
+    if dotgit.is_file():
+        text = dotgit.read_text(errors="replace").strip()
+        if text.startswith("gitdir:"):
+            gitdir = (tree / text.split(":", 1)[1].strip()).resolve()
+            common = gitdir / "commondir"
+            if common.is_file():
+                return (gitdir / common.read_text().strip()).resolve()
+            return gitdir
+    return dotgit
+
+
 def read_marker(tree: Path) -> dict | None:
-    path = tree / ".git" / MARKER
+    """What ``import`` recorded about the tree (profile, ident, source, commits)."""
+    path = _common_git_dir(tree) / MARKER
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def tree_version(tree: Path) -> str | None:
+    """The QEMU version of a tree: its VERSION file, else the import record."""
+    try:
+        return (tree / "VERSION").read_text().strip() or None
+    except OSError:
+        marker = read_marker(tree) or {}
+        return marker.get("upstream_version")
+
+
+def marker_profile(marker: dict) -> str | None:
+    """The profile a tree was imported from; for imports made before there
+    were profiles, the profile with the same Debian package and version."""
+    if marker.get("profile"):
+        return marker["profile"]
+    try:
+        profiles = load_baselines().profiles.values()
+    except HarnessError:
+        return None
+    return next((b.name for b in profiles if b.ident == marker.get("ident")), None)
+
+
+def marker_matches(marker: dict, baseline: Baseline) -> bool:
+    return (marker.get("ident") == baseline.ident
+            and marker.get("profile", baseline.name) == baseline.name)
+
+
+def require_tree(layout: Layout, baseline: Baseline, command: str,
+                 origin: str = "") -> dict:
+    """The import record of qemu/, which must hold ``baseline``: a stage that
+    works on the tree refuses to mix one baseline's tree with another's."""
+    tree = layout.qemu
+    marker = read_marker(tree)
+    if marker is None:
+        if not (tree / ".git").exists():
+            raise UsageError(f"{tree} is not imported yet",
+                             hint=f"run `python3 build.py --baseline {baseline.name} "
+                                  "import` first")
+        raise BaselineError(f"{tree} was not made by `build.py import` (no {MARKER})",
+                            hint=f"move {tree} away and run `python3 build.py --baseline "
+                                 f"{baseline.name} import`")
+    if marker_matches(marker, baseline):
+        return marker
+    have = marker_profile(marker)
+    have_version = marker.get("upstream_version") or tree_version(tree) or "?"
+    asked = f" ({origin})" if origin else ""
+    use_it = (f"work on that tree: `python3 build.py --baseline {have} {command}`; "
+              if have else "")
+    raise BaselineError(
+        f"{tree} holds QEMU {have_version} (baseline profile {have or 'unknown'}, "
+        f"{marker.get('ident')}); this command asked for profile {baseline.name} "
+        f"(QEMU {baseline.upstream_version}, {baseline.ident}){asked}",
+        hint=f"{use_it}or move qemu/ to {baseline.name}: `python3 build.py export`, "
+             f"`python3 build.py clean --trees`, `python3 build.py --baseline "
+             f"{baseline.name} import`; or try the series on {baseline.name} without "
+             f"touching qemu/: `python3 build.py --baseline {baseline.name} port`")
 
 
 def fixup_message(diff: Path) -> str:
@@ -152,12 +225,16 @@ def import_baseline(layout: Layout, baseline: Baseline, log: StageLog, *,
     tree = layout.qemu
     marker = read_marker(tree)
     if marker is not None:
-        if marker.get("ident") != baseline.ident or marker.get("source") != source:
+        if not marker_matches(marker, baseline) or marker.get("source") != source:
+            have = marker_profile(marker)
             raise BaselineError(
-                f"{tree} holds baseline {marker.get('ident')} ({marker.get('source')}); "
-                f"asked for {baseline.ident} ({source})",
-                hint="export your work (`build.py export`), then `build.py clean --trees` "
-                     "and import again")
+                f"{tree} holds baseline {have or 'unknown'} ({marker.get('ident')}, "
+                f"{marker.get('source')}); asked for {baseline.name} ({baseline.ident}, "
+                f"{source})",
+                hint="export your work (`python3 build.py export`), then `python3 "
+                     f"build.py clean --trees` and import again; or keep qemu/ and try "
+                     f"the series on {baseline.name} beside it: `python3 build.py "
+                     f"--baseline {baseline.name} port`")
         log.note(f"{tree} already holds {baseline.ident}; nothing to import")
         _ensure_stock_worktree(layout, baseline, log)
         return ImportResult(tree, marker["baseline_commit"], marker["base_commit"],
@@ -195,6 +272,8 @@ def import_baseline(layout: Layout, baseline: Baseline, log: StageLog, *,
             _commit_all(git, fixup_message(diff))
         git("tag", baseline.base_tag)
         result = {
+            "profile": baseline.name,
+            "upstream_version": baseline.upstream_version,
             "ident": baseline.ident,
             "source": source,
             "orig_sha256": baseline.orig_sha256 if source == "debian" else None,

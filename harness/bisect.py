@@ -50,7 +50,8 @@ def _prepare_tree(layout: Layout, baseline: Baseline, log: StageLog) -> Git:
 
 def bisect(layout: Layout, baseline: Baseline, patches: list[Path], log: StageLog, *,
            targets: tuple[str, ...] = BUILD_TARGETS,
-           test_argv: list[str] | None = None) -> list[Step]:
+           test_argv: list[str] | None = None,
+           test_env: dict | None = None) -> list[Step]:
     git = _prepare_tree(layout, baseline, log)
     profile = PROFILES["bisect"]
     steps: list[Step] = []
@@ -82,7 +83,7 @@ def bisect(layout: Layout, baseline: Baseline, patches: list[Path], log: StageLo
             paths = layout.bisect_tree.parent / "paths.json"
             paths.write_text(json.dumps(build_paths(profile, layout)))
             res = run(test_argv, log, cwd=layout.root, check=False,
-                      env={"QEMU_HARNESS_PATHS": str(paths)})
+                      env={**(test_env or {}), "QEMU_HARNESS_PATHS": str(paths)})
             step.tested = res.returncode == 0
         step.seconds = time.monotonic() - start
         steps.append(step)

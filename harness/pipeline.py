@@ -21,6 +21,9 @@ from .runner import StageLog
 class Context:
     layout: Layout = field(default_factory=Layout)
     baseline: Baseline = field(default_factory=select_baseline)
+    # how the baseline was chosen, for messages: "--baseline", "$QEMU_HARNESS_BASELINE"
+    # or "" (the default of harness/baselines.toml)
+    baseline_origin: str = ""
     verbose: bool = False
     options: dict = field(default_factory=dict)
 

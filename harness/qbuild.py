@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .baseline import read_marker
 from .config import BUILD_TARGETS, Baseline, BuildProfile, Layout
 from .errors import BuildFailed, CommandFailed, UsageError
 from .git import Git
@@ -144,8 +145,7 @@ def write_metadata(profile: BuildProfile, layout: Layout, args: list[str],
     git = Git(source, log)
     base = git.rev(baseline.base_tag)
     series = git.out("rev-list", "--reverse", f"{baseline.base_tag}..HEAD").split()
-    marker_path = layout.qemu / ".git" / "harness-baseline.json"
-    marker = json.loads(marker_path.read_text()) if marker_path.exists() else {}
+    marker = read_marker(source) or {}
     # `all` builds patched and stock; the ASan build is asked for with --asan
     flag = " --asan" if profile.asan else ""
     meta = {

@@ -6,7 +6,7 @@ import json
 import shutil
 
 from . import baseline, bisect, bootstrap, qbuild, report, review, series
-from .config import PROFILES
+from .config import BASELINE_ENV, PROFILES
 from .errors import BuildFailed, EnvironmentProblem, PatchConflict, TestsFailed, UsageError
 from .git import Git
 from .paths import build_paths
@@ -31,7 +31,15 @@ def import_(ctx: Context, log: StageLog) -> str:
     return f"{what} {ctx.baseline.ident} at {res.tree} (series-base {res.base_commit[:12]})"
 
 
+def require_tree(ctx: Context, command: str) -> dict:
+    """qemu/ must hold the selected baseline (its import record is returned)."""
+    origin = f"selected with {ctx.baseline_origin}" if ctx.baseline_origin else \
+        "the default of harness/baselines.toml; --baseline NAME selects another"
+    return baseline.require_tree(ctx.layout, ctx.baseline, command, origin)
+
+
 def apply(ctx: Context, log: StageLog) -> str:
+    require_tree(ctx, "apply")
     res = series.apply_series(ctx.layout, ctx.baseline, log,
                               reset=ctx.options.get("reset", False))
     return (f"applied {len(res.applied)} patch(es), {res.already} already applied; "
@@ -47,6 +55,7 @@ def _profiles(ctx: Context) -> list[str]:
 
 
 def build(ctx: Context, log: StageLog) -> str:
+    require_tree(ctx, "build")
     done = []
     for name in _profiles(ctx):
         if name == "stock":
@@ -76,6 +85,7 @@ def images(ctx: Context, log: StageLog) -> str:
 
 
 def export(ctx: Context, log: StageLog) -> str:
+    require_tree(ctx, "export")
     names = series.export_series(ctx.layout, ctx.baseline, log)
     return f"exported {len(names)} patch(es) to {ctx.layout.patches}"
 
@@ -84,8 +94,16 @@ def status(ctx: Context, log: StageLog) -> str:
     lay = ctx.layout
     lines = []
     marker = baseline.read_marker(lay.qemu)
-    where = f"{marker['ident']} ({marker['source']})" if marker else "not imported"
-    lines.append(f"baseline: {where}")
+    lines.append(f"selected baseline: {ctx.baseline.name} (QEMU "
+                 f"{ctx.baseline.upstream_version}, {ctx.baseline.ident})")
+    if marker:
+        have = baseline.marker_profile(marker) or "unknown profile"
+        lines.append(f"qemu/: {have} ({marker['ident']}, {marker['source']})"
+                     + ("" if baseline.marker_matches(marker, ctx.baseline) else
+                        f" -- not the selected baseline: `python3 build.py --baseline "
+                        f"{have} COMMAND` works on it"))
+    else:
+        lines.append("qemu/: not imported")
     if marker:
         git = Git(lay.qemu, log)
         ahead = git.out("rev-list", "--count", f"{ctx.baseline.base_tag}..HEAD")
@@ -131,10 +149,13 @@ def clean(ctx: Context, log: StageLog) -> str:
 
 
 def paths_json(ctx: Context, profile: str) -> str:
+    if (ctx.layout.qemu / ".git").exists():  # without a tree: "build missing" below
+        require_tree(ctx, "paths")
     return json.dumps(build_paths(PROFILES[profile], ctx.layout), indent=2)
 
 
 def checkpatch(ctx: Context, log: StageLog) -> str:
+    require_tree(ctx, "checkpatch")
     patches = series.read_series(ctx.layout.patches)
     reviews = review.review_patches(ctx.layout.qemu, patches, log)
     review.save(reviews, ctx.layout.results / "checkpatch.json")
@@ -153,6 +174,7 @@ def checkpatch(ctx: Context, log: StageLog) -> str:
 
 
 def bisect_(ctx: Context, log: StageLog) -> str:
+    require_tree(ctx, "bisect")
     patches = series.read_series(ctx.layout.patches)
     test = ctx.options.get("test")
     test_argv = None
@@ -161,7 +183,7 @@ def bisect_(ctx: Context, log: StageLog) -> str:
                      *(test or ["tests/qemu", "-m", "not iotests"])]
     targets = () if ctx.options.get("full") else qbuild.BUILD_TARGETS
     steps = bisect.bisect(ctx.layout, ctx.baseline, patches, log, targets=targets,
-                          test_argv=test_argv)
+                          test_argv=test_argv, test_env={BASELINE_ENV: ctx.baseline.name})
     bisect.save(steps, ctx.layout.results / "bisect.json")
     print(bisect.table(steps))
     bad = [s.patch for s in steps if not s.built or s.tested is False]

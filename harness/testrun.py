@@ -39,9 +39,11 @@ def pytest_argv(layout: Layout, suite: Suite, extra: tuple[str, ...] = ()) -> li
 
 
 def run_suite(layout: Layout, suite: Suite, log: StageLog,
-              extra: tuple[str, ...] = ()) -> str:
+              extra: tuple[str, ...] = (), env: dict | None = None) -> str:
+    """pytest for one suite; ``env`` for the test processes (the selected
+    baseline, so that their `build.py paths` asks for the same one)."""
     layout.results.mkdir(parents=True, exist_ok=True)
-    res = run(pytest_argv(layout, suite, extra), log, cwd=layout.root, check=False)
+    res = run(pytest_argv(layout, suite, extra), log, cwd=layout.root, check=False, env=env)
     tail = [ln for ln in res.stdout.splitlines() if ln.strip()][-1:] or ["no output"]
     summary = tail[0].strip("= ")
     if res.returncode not in (0,):

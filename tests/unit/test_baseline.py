@@ -175,3 +175,58 @@ def test_sid_profile_fetches_from_sid_only_with_its_apt_options(project, log, mo
     assert "Suites: sid\n" in text and "sid-" not in text
     assert options == ('Acquire::Check-Valid-Until "false"',)
     assert written[1] == ("qemu", "1:10.2.2+ds-1")
+
+
+def test_the_import_records_its_profile(project, log):
+    baseline.import_baseline(project.layout, project.baseline, log, tarball=project.tarball)
+    marker = baseline.read_marker(project.layout.qemu)
+    assert marker["profile"] == "10.0.13" and marker["upstream_version"] == "10.0.13"
+    # the stock worktree's .git is a file: its record is the main repository's
+    assert baseline.read_marker(project.layout.stock) == marker
+    assert baseline.tree_version(project.layout.stock) == "10.0.13"
+    assert baseline.require_tree(project.layout, project.baseline, "build") == marker
+
+
+def test_a_tree_of_another_baseline_is_refused_with_the_ways_out(project, log):
+    from harness.config import select_baseline
+    baseline.import_baseline(project.layout, project.baseline, log, tarball=project.tarball)
+    other = select_baseline("10.2.2")
+    with pytest.raises(BaselineError) as err:
+        baseline.require_tree(project.layout, other, "build", "selected with --baseline")
+    msg, hint = err.value.message, err.value.hint
+    assert "holds QEMU 10.0.13 (baseline profile 10.0.13" in msg
+    assert "asked for profile 10.2.2 (QEMU 10.2.2, qemu 1:10.2.2+ds-1)" in msg
+    assert "(selected with --baseline)" in msg
+    assert "`python3 build.py --baseline 10.0.13 build`" in hint
+    assert "`python3 build.py --baseline 10.2.2 import`" in hint
+    assert "`python3 build.py --baseline 10.2.2 port`" in hint
+    assert err.value.exit_code == 4
+    # import says the same kind of thing
+    with pytest.raises(BaselineError, match="holds baseline 10.0.13") as err:
+        baseline.import_baseline(project.layout, other, log, tarball=project.tarball)
+    assert "--baseline 10.2.2 port" in err.value.hint
+
+
+def test_an_import_made_before_profiles_is_recognised_by_its_debian_version(project, log):
+    import json as js
+    baseline.import_baseline(project.layout, project.baseline, log, tarball=project.tarball)
+    path = project.layout.qemu / ".git" / baseline.MARKER
+    old = js.loads(path.read_text())
+    del old["profile"], old["upstream_version"]
+    path.write_text(js.dumps(old))
+    assert baseline.marker_profile(old) == "10.0.13"
+    assert baseline.require_tree(project.layout, project.baseline, "apply") == old
+    from harness.config import select_baseline
+    with pytest.raises(BaselineError, match="holds QEMU 10.0.13 .baseline profile 10.0.13"):
+        baseline.require_tree(project.layout, select_baseline("10.2.2"), "apply")
+
+
+def test_require_tree_without_an_import(project):
+    from harness.errors import UsageError
+    with pytest.raises(UsageError, match="not imported") as err:
+        baseline.require_tree(project.layout, project.baseline, "build")
+    assert "--baseline 10.0.13 import" in err.value.hint
+    project.layout.qemu.mkdir()
+    git(project.layout.qemu, "init", "-q")
+    with pytest.raises(BaselineError, match="not made by `build.py import`"):
+        baseline.require_tree(project.layout, project.baseline, "build")

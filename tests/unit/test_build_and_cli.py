@@ -175,3 +175,69 @@ def test_metadata_json_shape(fake_tree, log, monkeypatch):
     assert meta["reproduce"].endswith("python3 build.py all")
     assert "--stock" not in meta["reproduce"]  # not an option of `all`
     assert set(meta["tools"]) >= {"gcc", "meson", "ninja", "python"}
+
+
+def _cli_project(project, log):
+    """The real build.py and harness in the fake project, qemu/ imported as 10.0.13."""
+    import shutil
+
+    from harness import baseline
+    shutil.copytree(ROOT / "harness", project.root / "harness", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "fixups"))
+    shutil.copy(ROOT / "build.py", project.root / "build.py")
+    baseline.import_baseline(project.layout, project.baseline, log, tarball=project.tarball)
+
+    def cli(*argv, env=None):
+        import os
+        full = {k: v for k, v in os.environ.items() if k != "QEMU_HARNESS_BASELINE"}
+        return subprocess.run([sys.executable, str(project.root / "build.py"), *argv],
+                              capture_output=True, text=True, env={**full, **(env or {})})
+    return cli
+
+
+def test_cli_baseline_option_is_checked_against_the_imported_tree(project, log):
+    cli = _cli_project(project, log)
+    # the default profile (10.2.2) is not what qemu/ holds
+    res = cli("paths", "--json")
+    assert res.returncode == 4 and res.stdout == ""
+    assert "holds QEMU 10.0.13 (baseline profile 10.0.13" in res.stderr
+    assert "the default of harness/baselines.toml" in res.stderr
+    assert "next: work on that tree: `python3 build.py --baseline 10.0.13 paths`" in res.stderr
+    # asking for the tree's profile gets past the check (to "no build yet")
+    res = cli("--baseline", "10.0.13", "paths", "--json")
+    assert res.returncode == 6 and "the patched build is missing" in res.stderr
+    res = cli("paths", "--json", env={"QEMU_HARNESS_BASELINE": "10.0.13"})
+    assert res.returncode == 6
+    res = cli("--baseline", "10.2.2", "build")
+    assert res.returncode == 4 and "(selected with --baseline)" in res.stderr
+    assert "qemu-stock" not in res.stderr  # refused before touching anything
+
+
+def test_cli_unknown_baseline_and_status(project, log):
+    cli = _cli_project(project, log)
+    res = cli("--baseline", "9.9.9", "status")
+    assert res.returncode == 2
+    assert "no baseline profile '9.9.9'" in res.stderr and "next: " in res.stderr
+    res = cli("status")
+    assert res.returncode == 0, res.stderr
+    assert "selected baseline: 10.2.2 (QEMU 10.2.2, qemu 1:10.2.2+ds-1)" in res.stdout
+    assert "qemu/: 10.0.13 (qemu 1:10.0.13+ds-0+deb13u1, debian) -- not the selected" \
+        in res.stdout
+    res = cli("--baseline", "10.0.13", "status")
+    assert "qemu/: 10.0.13 (qemu 1:10.0.13+ds-0+deb13u1, debian)\n" in res.stdout
+
+
+def test_test_stage_hands_the_baseline_down(tmp_path, log, monkeypatch):
+    from harness import testrun
+    seen = {}
+
+    def fake_run(argv, log, cwd=None, env=None, check=True, input=None):
+        seen.update(env or {})
+        return subprocess.CompletedProcess(argv, 0, "1 passed\n", "")
+
+    monkeypatch.setattr(testrun, "run", fake_run)
+    monkeypatch.setattr(testrun, "venv_python", lambda layout: sys.executable)
+    layout = Layout(root=tmp_path, cache=tmp_path / "c")
+    testrun.run_suite(layout, testrun.SUITES["unit"], log,
+                      env={"QEMU_HARNESS_BASELINE": "10.0.13"})
+    assert seen["QEMU_HARNESS_BASELINE"] == "10.0.13"
