@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .baseline import tree_version
 from .config import BuildProfile, Layout
 from .errors import BuildFailed
 
@@ -19,6 +20,8 @@ def build_paths(profile: BuildProfile, layout: Layout) -> dict[str, str]:
     paths = {key: str(bdir / rel) for key, rel in BINARIES.items()}
     paths["build-dir"] = str(bdir)
     paths["source-dir"] = str(profile.source(layout))
+    # the QEMU version the build's tree holds (VERSION file, else the import record)
+    paths["baseline"] = tree_version(profile.source(layout))
     missing = [k for k in BINARIES if not (bdir / BINARIES[k]).is_file()]
     if missing:
         flag = {"stock": " --stock", "patched-asan": " --asan"}.get(profile.name, "")

@@ -150,7 +150,8 @@ def write_metadata(profile: BuildProfile, layout: Layout, args: list[str],
     flag = " --asan" if profile.asan else ""
     meta = {
         "profile": profile.name,
-        "baseline": {"ident": baseline.ident, "upstream": baseline.upstream_version,
+        "baseline": {"profile": baseline.name, "ident": baseline.ident,
+                     "upstream": baseline.upstream_version,
                      "source": marker.get("source"),
                      "orig_sha256": marker.get("orig_sha256"),
                      "baseline_commit": marker.get("baseline_commit"),
@@ -165,7 +166,8 @@ def write_metadata(profile: BuildProfile, layout: Layout, args: list[str],
         "tools": tool_versions(layout),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "reproduce": f"git clone <this repo> && cd <it> && git checkout "
-                     f"{_harness_rev(layout)} && python3 build.py all{flag}".rstrip(),
+                     f"{_harness_rev(layout)} && python3 build.py --baseline {baseline.name} "
+                     f"all{flag}",
         "configure_cmdline": shlex.join([str(source / "configure"), *args]),
     }
     path = profile.build_dir(layout) / "metadata.json"

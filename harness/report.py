@@ -57,7 +57,8 @@ def _section_builds(layout: Layout) -> list[str]:
             out.append(f"- {name}: no build (run `python3 build.py build`)")
             continue
         b = meta["baseline"]
-        out.append(f"- **{name}**: {b['ident']} ({b.get('source')}, orig sha256 "
+        out.append(f"- **{name}**: baseline {b.get('profile') or b.get('upstream')} "
+                   f"(QEMU {b.get('upstream')}): {b['ident']} ({b.get('source')}, orig sha256 "
                    f"`{(b.get('orig_sha256') or '-')[:16]}…`), series-base "
                    f"`{(b.get('base_commit') or '')[:12]}`, HEAD `{meta['head'][:12]}`, "
                    f"{len(meta['series'])} patch(es); built {meta['built_at']}")

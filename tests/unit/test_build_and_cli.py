@@ -84,9 +84,11 @@ def test_paths_of_a_build(tmp_path):
     bdir.mkdir(parents=True)
     for name in ("qemu-system-x86_64", "qemu-img", "qemu-io", "qemu-nbd"):
         (bdir / name).write_text("")
+    (layout.qemu / "VERSION").write_text("10.2.2\n")
     paths = build_paths(PROFILES["patched"], layout)
     assert set(paths) == {"qemu-system-x86_64", "qemu-img", "qemu-io", "qemu-nbd",
-                          "build-dir", "source-dir"}
+                          "build-dir", "source-dir", "baseline"}
+    assert paths["baseline"] == "10.2.2"
     assert paths["qemu-img"] == str(bdir / "qemu-img")
     assert paths["source-dir"] == str(layout.qemu)
 
@@ -170,9 +172,10 @@ def test_metadata_json_shape(fake_tree, log, monkeypatch):
     on_disk = json.loads((tree / "build" / "metadata.json").read_text())
     assert on_disk == meta
     assert meta["baseline"]["ident"] == BASELINE.ident
+    assert meta["baseline"]["profile"] == "10.2.2"
     assert meta["series"] == []
     assert meta["configure"][1:] == ["--target-list=x86_64-softmmu"]
-    assert meta["reproduce"].endswith("python3 build.py all")
+    assert meta["reproduce"].endswith("python3 build.py --baseline 10.2.2 all")
     assert "--stock" not in meta["reproduce"]  # not an option of `all`
     assert set(meta["tools"]) >= {"gcc", "meson", "ninja", "python"}
 
@@ -208,6 +211,13 @@ def test_cli_baseline_option_is_checked_against_the_imported_tree(project, log):
     assert res.returncode == 6 and "the patched build is missing" in res.stderr
     res = cli("paths", "--json", env={"QEMU_HARNESS_BASELINE": "10.0.13"})
     assert res.returncode == 6
+    bdir = project.layout.qemu / "build"
+    bdir.mkdir()
+    for name in ("qemu-system-x86_64", "qemu-img", "qemu-io", "qemu-nbd"):
+        (bdir / name).write_text("")
+    res = cli("--baseline", "10.0.13", "paths", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["baseline"] == "10.0.13"
     res = cli("--baseline", "10.2.2", "build")
     assert res.returncode == 4 and "(selected with --baseline)" in res.stderr
     assert "qemu-stock" not in res.stderr  # refused before touching anything

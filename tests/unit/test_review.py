@@ -162,8 +162,15 @@ def test_report_gathers_results_and_names_missing_inputs(tmp_path):
     (res / "bench.json").write_text(json.dumps({"rows": [
         {"name": "qemu-img snapshot -c x1000", "patched": "1.02 s", "stock": "1.00 s",
          "ratio": "1.02", "target": "<= 1.05"}]}))
+    stock = layout.stock / "build"
+    stock.mkdir(parents=True)
+    (stock / "metadata.json").write_text(json.dumps({
+        "baseline": {"profile": "10.2.2", "upstream": "10.2.2", "ident": "qemu 1:10.2.2+ds-1",
+                     "source": "debian", "orig_sha256": "be05230f" * 8, "base_commit": "c" * 40},
+        "head": "c" * 40, "series": [], "built_at": "2026-01-01T00:00:00Z"}))
     path = report.write(layout)
     md = path.read_text()
+    assert "- **stock**: baseline 10.2.2 (QEMU 10.2.2): qemu 1:10.2.2+ds-1 (debian" in md
     assert "| 0001-a.patch | 0 | 1 | ok |" in md
     assert "| QEMU tests on real guests | patched | 1 | 1 | 0 | 0 |" in md
     assert "| QEMU tests on real guests | stock | 1 | 0 | 1 | 0 |" in md
