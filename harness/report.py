@@ -91,7 +91,8 @@ def _bisect_rows(data) -> list[str]:
     rows = ["| patch | applies | builds | tests | seconds |", "|---|---|---|---|---:|"]
     for s in data:
         tested = "-" if s.get("tested") is None else ("ok" if s["tested"] else "FAILED")
-        built = "ok" if s["built"] else ("FAILED" if s["applied"] else "-")
+        built = "-" if not s["applied"] or s["built"] is None else \
+            ("ok" if s["built"] else "FAILED")
         rows.append(f"| {s['patch']} | {'ok' if s['applied'] else 'NO'} | {built} | "
                     f"{tested} | {s['seconds']:.1f} |")
     return rows

@@ -73,6 +73,16 @@ def _checkout_branch(git: Git, baseline: Baseline) -> None:
         git("checkout", "-q", branch)
 
 
+def conflicting_files(git: Git, output: str) -> list[str]:
+    """The files a failed `git am -3` left in conflict (from the index), or
+    else the ones its output names (a patch that failed without a merge)."""
+    files = git.out("diff", "--name-only", "--diff-filter=U").split()
+    if not files:
+        files = re.findall(r"^(?:error: patch failed|CONFLICT \(content\)"
+                           r": Merge conflict in) ?:? ?(\S+?)(?::\d+)?$", output, re.M)
+    return list(dict.fromkeys(files))
+
+
 def apply_series(layout: Layout, baseline: Baseline, log: StageLog, *,
                  reset: bool = False) -> ApplyResult:
     git = Git(layout.qemu, log)
@@ -116,11 +126,7 @@ def apply_series(layout: Layout, baseline: Baseline, log: StageLog, *,
         try:
             git("am", "-3", "--keep-cr", str(patch), env=user_identity_env(git))
         except CommandFailed as exc:
-            files = git.out("diff", "--name-only", "--diff-filter=U").split()
-            if not files:
-                files = re.findall(r"^(?:error: patch failed|CONFLICT \(content\)"
-                                   r": Merge conflict in) ?:? ?(\S+?)(?::\d+)?$",
-                                   exc.output, re.M)
+            files = conflicting_files(git, exc.output)
             raise PatchConflict(
                 f"patch {patch.name} does not apply"
                 + (f"; conflicts in: {', '.join(files)}" if files else ""),

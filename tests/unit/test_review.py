@@ -143,6 +143,10 @@ def test_bisect_stops_at_a_patch_that_does_not_apply(toy, log, tmp_path):
                           targets=("main.o",))
     assert [(s.patch, s.applied) for s in steps][-1] == ("0002-broken.patch", False)
     assert len(steps) == 3
+    assert steps[-1].built is None and steps[-1].conflicts == ["main.c"]
+    assert "| 0002-broken.patch | NO | - | - |" in bisect.table(steps)
+    # the bisect tree is left clean for the next run
+    assert not git(toy.layout.bisect_tree, "status", "--porcelain", "--untracked-files=no")
 
 
 def test_report_gathers_results_and_names_missing_inputs(tmp_path):
