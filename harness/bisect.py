@@ -50,7 +50,7 @@ def reset_tree(git: Git, baseline: Baseline) -> None:
     """Back to the baseline: no `git am` in progress, no commits, no stray
     files (the build directory stays, so the next build is incremental)."""
     if git.am_in_progress():
-        git("am", "--abort")
+        git("am", "--abort", env=user_identity_env(git))
     git("checkout", "-q", "--detach", "-f", baseline.base_tag)
     git("clean", "-q", "-fd", "-e", "build/")
 
@@ -88,7 +88,8 @@ def step_through(git: Git, profile: BuildProfile, layout: Layout, baseline: Base
             git("am", "-3", str(patch), env=user_identity_env(git))
         except CommandFailed as exc:
             conflicts = conflicting_files(git, exc.output)
-            git("am", "--abort", check=False)
+            # --abort moves HEAD, so it too needs a committer on a fresh machine
+            git("am", "--abort", check=False, env=user_identity_env(git))
             steps.append(Step(patch.name, False, None, time.monotonic() - start,
                               error="does not apply", conflicts=conflicts))
             break

@@ -11,6 +11,7 @@ from conftest import commit_change, git
 
 from harness import baseline, bisect, report, review, series
 from harness.config import Layout
+from harness.git import Git
 
 DATA = Path(__file__).parent / "data"
 
@@ -145,8 +146,10 @@ def test_bisect_stops_at_a_patch_that_does_not_apply(toy, log, tmp_path):
     assert len(steps) == 3
     assert steps[-1].built is None and steps[-1].conflicts == ["main.c"]
     assert "| 0002-broken.patch | NO | - | - |" in bisect.table(steps)
-    # the bisect tree is left clean for the next run
+    # the bisect tree is left clean for the next run (no `git am` in progress,
+    # although this machine has no committer identity configured)
     assert not git(toy.layout.bisect_tree, "status", "--porcelain", "--untracked-files=no")
+    assert not Git(toy.layout.bisect_tree).am_in_progress()
 
 
 def test_report_gathers_results_and_names_missing_inputs(tmp_path):
