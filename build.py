@@ -71,7 +71,8 @@ def parser() -> argparse.ArgumentParser:
     add("export", stages.STAGES["export"].help)
     add("status", stages.STAGES["status"].help)
     sp = add("clean", stages.STAGES["clean"].help)
-    sp.add_argument("--trees", action="store_true", help="remove qemu/ and qemu-stock/ too")
+    sp.add_argument("--trees", action="store_true",
+                    help="remove qemu/, qemu-stock/ and the port trees (out/port) too")
     sp.add_argument("--force", action="store_true", help="even with unexported work")
     add("checkpatch", stages.STAGES["checkpatch"].help)
     sp = add("bisect", stages.STAGES["bisect"].help)
@@ -81,6 +82,11 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--test", nargs=argparse.REMAINDER,
                     help="after each build run pytest (default: the QEMU tests) against "
                          "that build; the rest of the line goes to pytest")
+    sp = add("port", stages.STAGES["port"].help)
+    import_opts(sp)
+    sp.add_argument("--no-build", action="store_true",
+                    help="only apply the patches (no build after each)")
+    sp.add_argument("-j", "--jobs", type=int, help="ninja parallelism")
     add("report", stages.STAGES["report"].help)
     sp = add("tree", "print the VM snapshot tree of an image or a running VM (current: *)")
     src = sp.add_mutually_exclusive_group(required=True)

@@ -221,8 +221,11 @@ def _init_from_git(tmp: Path, baseline: Baseline, url: str, log: StageLog) -> Pa
 
 def import_baseline(layout: Layout, baseline: Baseline, log: StageLog, *,
                     source: str = "debian", tarball: Path | None = None,
-                    git_url: str | None = None) -> ImportResult:
-    tree = layout.qemu
+                    git_url: str | None = None, dest: Path | None = None) -> ImportResult:
+    """Import ``baseline`` into qemu/ (and make qemu-stock/), or into ``dest``
+    alone (the trees of `port`)."""
+    tree = dest or layout.qemu
+    with_stock = dest is None
     marker = read_marker(tree)
     if marker is not None:
         if not marker_matches(marker, baseline) or marker.get("source") != source:
@@ -236,7 +239,8 @@ def import_baseline(layout: Layout, baseline: Baseline, log: StageLog, *,
                      f"the series on {baseline.name} beside it: `python3 build.py "
                      f"--baseline {baseline.name} port`")
         log.note(f"{tree} already holds {baseline.ident}; nothing to import")
-        _ensure_stock_worktree(layout, baseline, log)
+        if with_stock:
+            _ensure_stock_worktree(layout, baseline, log)
         return ImportResult(tree, marker["baseline_commit"], marker["base_commit"],
                             source, already=True)
     if tree.exists() and any(tree.iterdir()):
@@ -244,8 +248,8 @@ def import_baseline(layout: Layout, baseline: Baseline, log: StageLog, *,
                             hint=f"move {tree} away (nothing is deleted for you) and run "
                                  "`python3 build.py import` again")
 
-    layout.root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".import-", dir=layout.root) as tmpname:
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".import-", dir=tree.parent) as tmpname:
         tmp = Path(tmpname)
         if source == "debian":
             if tarball is not None:
@@ -286,7 +290,8 @@ def import_baseline(layout: Layout, baseline: Baseline, log: StageLog, *,
         if tree.exists():
             tree.rmdir()
         new.rename(tree)
-    _ensure_stock_worktree(layout, baseline, log)
+    if with_stock:
+        _ensure_stock_worktree(layout, baseline, log)
     return ImportResult(tree, result["baseline_commit"], result["base_commit"], source,
                         already=False)
 

@@ -58,11 +58,13 @@ def reset_tree(git: Git, baseline: Baseline) -> None:
 def step_through(git: Git, profile: BuildProfile, layout: Layout, baseline: Baseline,
                  patches: list[Path], log: StageLog, *, build: bool = True,
                  targets: tuple[str, ...] = BUILD_TARGETS, jobs: int | None = None,
-                 test_argv: list[str] | None = None,
-                 test_env: dict | None = None) -> list[Step]:
+                 test_argv: list[str] | None = None, test_env: dict | None = None,
+                 base_must_build: bool = True) -> list[Step]:
     """Build the baseline, then `git am -3` one patch at a time, building after
     each; stop at the first patch that does not apply (its conflicting files
-    recorded, `git am` aborted). The first step is the baseline itself."""
+    recorded, `git am` aborted). The first step is the baseline itself; when it
+    does not build, stop there (or, without ``base_must_build``, go on applying
+    without building)."""
     steps: list[Step] = []
 
     def do_build(step: Step) -> None:
@@ -81,7 +83,9 @@ def step_through(git: Git, profile: BuildProfile, layout: Layout, baseline: Base
     base.seconds = time.monotonic() - start
     steps.append(base)
     if base.built is False:
-        return steps
+        if base_must_build:
+            return steps
+        build = False
     for patch in patches:
         start = time.monotonic()
         try:

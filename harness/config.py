@@ -228,6 +228,14 @@ class Layout:
     def bisect_tree(self) -> Path:
         return self.out / "bisect" / "qemu"
 
+    @property
+    def port_dir(self) -> Path:
+        return self.out / "port"
+
+    def port_tree(self, profile: str) -> Path:
+        """Where `port` imports baseline ``profile`` and applies the series."""
+        return self.port_dir / profile / "qemu"
+
     def venv_bin(self, tool: str) -> Path:
         return self.venv / "bin" / tool
 
@@ -248,9 +256,10 @@ class BuildProfile:
     build_subdir: str = "build"
     werror: bool = True
     asan: bool = False
+    source_path: Path | None = None  # a tree outside the layout's (`port`)
 
     def source(self, layout: Layout) -> Path:
-        return getattr(layout, self.source_attr)
+        return self.source_path or getattr(layout, self.source_attr)
 
     def build_dir(self, layout: Layout) -> Path:
         return self.source(layout) / self.build_subdir

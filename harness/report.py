@@ -98,6 +98,21 @@ def _bisect_rows(data) -> list[str]:
     return rows
 
 
+def _section_ports(layout: Layout) -> list[str]:
+    """One table per `build.py --baseline NAME port` run (port-NAME.json)."""
+    from .port import rows
+    out = []
+    for path in sorted(layout.results.glob("port-*.json")):
+        data = _load(path)
+        if not data:
+            continue
+        out += [f"## Port to {data['profile']}", "",
+                f"{data.get('summary', '')} (`python3 build.py --baseline "
+                f"{data['profile']} port`, {data.get('generated_at', '')}).", ""]
+        out += rows(data) + [""]
+    return out
+
+
 def _bench_rows(data) -> list[str]:
     rows = ["| benchmark | patched | stock | ratio | target |", "|---|---:|---:|---:|---|"]
     for r in data.get("rows", []):
@@ -133,6 +148,7 @@ def markdown(layout: Layout) -> str:
                                  _checkpatch_rows, "python3 build.py checkpatch")
     lines += _section_json_table(layout, "bisect", "Every patch builds (-Werror)",
                                  _bisect_rows, "python3 build.py bisect")
+    lines += _section_ports(layout)
     lines += _section_tests(layout)
     lines += _section_json_table(layout, "bench", "Benchmarks (patched beside stock)",
                                  _bench_rows, ".venv/bin/nox -s bench")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from . import baseline, bisect, bootstrap, qbuild, report, review, series
+from . import baseline, bisect, bootstrap, port, qbuild, report, review, series
 from .config import BASELINE_ENV, PROFILES
 from .errors import BuildFailed, EnvironmentProblem, PatchConflict, TestsFailed, UsageError
 from .git import Git
@@ -127,8 +127,8 @@ def status(ctx: Context, log: StageLog) -> str:
 def clean(ctx: Context, log: StageLog) -> str:
     lay = ctx.layout
     removed = []
-    for prof in PROFILES.values():
-        bdir = prof.build_dir(lay)
+    port_builds = sorted(lay.port_dir.glob("*/qemu/build")) if lay.port_dir.is_dir() else []
+    for bdir in [prof.build_dir(lay) for prof in PROFILES.values()] + port_builds:
         if bdir.exists():
             shutil.rmtree(bdir)
             removed.append(str(bdir))
@@ -141,7 +141,7 @@ def clean(ctx: Context, log: StageLog) -> str:
                 raise PatchConflict(
                     "qemu/ holds work that is not in patches/",
                     hint="`python3 build.py export` first, or `clean --trees --force`")
-        for tree in (lay.stock, lay.qemu):
+        for tree in (lay.stock, lay.qemu, lay.port_dir):
             if tree.exists():
                 shutil.rmtree(tree)
                 removed.append(str(tree))
@@ -195,6 +195,29 @@ def bisect_(ctx: Context, log: StageLog) -> str:
     return summary
 
 
+def port_(ctx: Context, log: StageLog) -> str:
+    """Not gating: patches that do not apply or build are the table's news."""
+    patches = series.read_series(ctx.layout.patches)
+    if not patches:
+        raise UsageError(f"{ctx.layout.patches} has no patches to port",
+                         hint="`python3 build.py export` writes the series there")
+    res = port.port(ctx.layout, ctx.baseline, patches, log,
+                    build=not ctx.options.get("no_build"), jobs=ctx.options.get("jobs"),
+                    source=ctx.options.get("source") or "debian",
+                    tarball=ctx.options.get("tarball"), git_url=ctx.options.get("git_url"))
+    path = port.results_path(ctx.layout, ctx.baseline.name)
+    port.save(res, path)
+    print(port.table(res))
+    if res.build and res.base.built is False:
+        raise BuildFailed(
+            f"baseline {ctx.baseline.name} itself does not build in {res.tree}: "
+            f"{res.base.error}",
+            hint=f"read the log; check the fix-ups in harness/fixups/{ctx.baseline.name}/ "
+                 "and the build dependencies (`python3 build.py setup`); `port --no-build` "
+                 "still shows which patches apply")
+    return f"{res.summary()}; table in {path}"
+
+
 def report_(ctx: Context, log: StageLog) -> str:
     path = report.write(ctx.layout)
     return f"wrote {path} and {path.with_suffix('.html').name}"
@@ -212,6 +235,8 @@ STAGES = {
     "checkpatch": Stage("checkpatch", checkpatch,
                         "scripts/checkpatch.pl and hygiene checks, once per patch"),
     "bisect": Stage("bisect", bisect_, "apply and build the series one patch at a time"),
+    "port": Stage("port", port_, "apply and build the series one patch at a time on the "
+                  "--baseline profile, in out/port/NAME/qemu (qemu/ untouched)"),
     "report": Stage("report", report_, "write out/results/report.md and .html"),
 }
 
