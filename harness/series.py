@@ -73,13 +73,24 @@ def _checkout_branch(git: Git, baseline: Baseline) -> None:
         git("checkout", "-q", branch)
 
 
+# What `git am -3` / `git apply` print about the file they could not handle.
+AM_FAILURE_PATTERNS = (
+    r"^error: patch failed: (\S+?):\d+$",                      # context does not match
+    r"^CONFLICT \([^)]*\): Merge conflict in (\S+)$",          # 3-way merge conflict
+    r"^CONFLICT \([^)]*\): (\S+) deleted in ",                 # modify/delete
+    r"^error: (\S+): does not exist in index$",                # the file is not there
+    r"^error: sha1 information is lacking or useless \((\S+)\)\.?$",  # ... nor its preimage
+)
+
+
 def conflicting_files(git: Git, output: str) -> list[str]:
     """The files a failed `git am -3` left in conflict (from the index), or
     else the ones its output names (a patch that failed without a merge)."""
     files = git.out("diff", "--name-only", "--diff-filter=U").split()
     if not files:
-        files = re.findall(r"^(?:error: patch failed|CONFLICT \(content\)"
-                           r": Merge conflict in) ?:? ?(\S+?)(?::\d+)?$", output, re.M)
+        files = [m.group(1) for line in output.splitlines()
+                 for pattern in AM_FAILURE_PATTERNS
+                 if (m := re.match(pattern, line.strip()))]
     return list(dict.fromkeys(files))
 
 

@@ -133,3 +133,27 @@ def test_apply_before_import(project, log):
     shutil.rmtree(project.layout.qemu, ignore_errors=True)
     with pytest.raises(UsageError, match="not imported"):
         series.apply_series(project.layout, project.baseline, log)
+
+
+def test_conflicting_files_from_recorded_git_am_output(tmp_path):
+    """Each way `git am -3` reports a file it cannot handle (recorded outputs; the
+    last is the real series on 10.2.2, where docs/interop/qcow2.txt became .rst)."""
+    from harness.git import Git
+    tree = tmp_path / "t"
+    tree.mkdir()
+    git(tree, "init", "-q")
+    outputs = {
+        "error: patch failed: block/qcow2.c:123\nerror: block/qcow2.c: patch does not apply\n":
+            ["block/qcow2.c"],
+        "Auto-merging a.c\nCONFLICT (content): Merge conflict in a.c\n"
+        "CONFLICT (content): Merge conflict in b.c\n": ["a.c", "b.c"],
+        "CONFLICT (modify/delete): docs/x.txt deleted in HEAD and modified in "
+        "Add x. Version Add x of docs/x.txt left in tree.\n": ["docs/x.txt"],
+        "error: docs/interop/qcow2.txt: does not exist in index\n": ["docs/interop/qcow2.txt"],
+        "Applying: docs/interop/qcow2: Specify snapshot UUIDs and the current snapshot\n"
+        "error: sha1 information is lacking or useless (docs/interop/qcow2.txt).\n"
+        "error: could not build fake ancestor\n": ["docs/interop/qcow2.txt"],
+        "fatal: something else\n": [],
+    }
+    for output, files in outputs.items():
+        assert series.conflicting_files(Git(tree), output) == files, output
