@@ -106,9 +106,10 @@ def _section_ports(layout: Layout) -> list[str]:
         data = _load(path)
         if not data:
             continue
+        flag = "" if data.get("build", True) else " --no-build"
         out += [f"## Port to {data['profile']}", "",
                 f"{data.get('summary', '')} (`python3 build.py --baseline "
-                f"{data['profile']} port`, {data.get('generated_at', '')}).", ""]
+                f"{data['profile']} port{flag}`, {data.get('generated_at', '')}).", ""]
         out += rows(data) + [""]
     return out
 

@@ -133,6 +133,7 @@ def test_port_stage_is_not_gating_and_the_report_shows_the_table(ported, log, ca
     md = report.write(ported.layout).read_text()
     assert "## Port to 9.0.0" in md
     assert "3 of 5 patch(es) apply on 9.0.0" in md
+    assert "`python3 build.py --baseline 9.0.0 port --no-build`" in md
     assert "| 0004-qcow2-a-snapshot-uuid.patch | NO | block/qcow2-snapshot.c | - | 0.0 |" \
         in md.replace("| 0.1 |", "| 0.0 |")
 
