@@ -251,3 +251,16 @@ def test_test_stage_hands_the_baseline_down(tmp_path, log, monkeypatch):
     testrun.run_suite(layout, testrun.SUITES["unit"], log,
                       env={"QEMU_HARNESS_BASELINE": "10.0.13"})
     assert seen["QEMU_HARNESS_BASELINE"] == "10.0.13"
+
+
+def test_export_works_on_a_tree_of_another_baseline(project, log):
+    """export is the first step of moving qemu/ to another profile: never refused."""
+    cli = _cli_project(project, log)
+    from conftest import commit_change
+    commit_change(project.layout.qemu, "README.rst", "fake qemu\nmore\n", "docs: more")
+    res = cli("export")
+    assert res.returncode == 0, res.stderr
+    assert (project.layout.patches / "0001-docs-more.patch").exists()
+    res = cli("clean", "--trees")
+    assert res.returncode == 0, res.stderr
+    assert not project.layout.qemu.exists()
