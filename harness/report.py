@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
-from .config import PROFILES, Layout
+from .config import PROFILES, Baseline, Layout
 
 SUITES = (("qemu", "QEMU tests on real guests"), ("iotests", "Upstream iotests"),
           ("unit", "Harness unit tests"))
@@ -49,14 +49,22 @@ def junit_counts(path: Path, split_builds: bool = True) -> dict[str, Counter] | 
     return counts
 
 
-def _section_builds(layout: Layout) -> list[str]:
+def _section_builds(layout: Layout, selected: Baseline | None) -> list[str]:
     out = ["## Baseline and series", ""]
+    if selected:
+        out.append(f"Selected baseline profile: {selected.name} (QEMU "
+                   f"{selected.upstream_version}, {selected.ident}).")
+        out.append("")
     for name in ("patched", "stock"):
         meta = _load(PROFILES[name].build_dir(layout) / "metadata.json")
         if meta is None:
             out.append(f"- {name}: no build (run `python3 build.py build`)")
             continue
         b = meta["baseline"]
+        if selected and b.get("profile", selected.name) != selected.name:
+            out.append(f"- {name}: built from profile {b.get('profile')}, not the selected "
+                       f"{selected.name} (`python3 build.py --baseline {b.get('profile')} "
+                       "report` for that one)")
         out.append(f"- **{name}**: baseline {b.get('profile') or b.get('upstream')} "
                    f"(QEMU {b.get('upstream')}): {b['ident']} ({b.get('source')}, orig sha256 "
                    f"`{(b.get('orig_sha256') or '-')[:16]}…`), series-base "
@@ -141,10 +149,10 @@ def _section_tests(layout: Layout) -> list[str]:
     return out + [""]
 
 
-def markdown(layout: Layout) -> str:
+def markdown(layout: Layout, baseline: Baseline | None = None) -> str:
     lines = ["# QEMU snapshot-identity series: review report", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}.", ""]
-    lines += _section_builds(layout)
+    lines += _section_builds(layout, baseline)
     lines += _section_json_table(layout, "checkpatch", "checkpatch and hygiene",
                                  _checkpatch_rows, "python3 build.py checkpatch")
     lines += _section_json_table(layout, "bisect", "Every patch builds (-Werror)",
@@ -188,9 +196,9 @@ def to_html(md: str) -> str:
             "padding:2px 6px}</style>\n" + "\n".join(body) + "\n")
 
 
-def write(layout: Layout) -> Path:
+def write(layout: Layout, baseline: Baseline | None = None) -> Path:
     layout.results.mkdir(parents=True, exist_ok=True)
-    md = markdown(layout)
+    md = markdown(layout, baseline)
     path = layout.results / "report.md"
     path.write_text(md)
     (layout.results / "report.html").write_text(to_html(md))

@@ -28,7 +28,8 @@ def import_(ctx: Context, log: StageLog) -> str:
         tarball=ctx.options.get("tarball"),
         git_url=ctx.options.get("git_url"))
     what = "already imported" if res.already else "imported"
-    return f"{what} {ctx.baseline.ident} at {res.tree} (series-base {res.base_commit[:12]})"
+    return (f"{what} baseline {ctx.baseline.name} ({ctx.baseline.ident}) at {res.tree} "
+            f"(series-base {res.base_commit[:12]})")
 
 
 def require_tree(ctx: Context, command: str) -> dict:
@@ -224,7 +225,7 @@ def port_(ctx: Context, log: StageLog) -> str:
 
 
 def report_(ctx: Context, log: StageLog) -> str:
-    path = report.write(ctx.layout)
+    path = report.write(ctx.layout, ctx.baseline)
     return f"wrote {path} and {path.with_suffix('.html').name}"
 
 

@@ -175,9 +175,14 @@ def test_report_gathers_results_and_names_missing_inputs(tmp_path):
         "baseline": {"profile": "10.2.2", "upstream": "10.2.2", "ident": "qemu 1:10.2.2+ds-1",
                      "source": "debian", "orig_sha256": "be05230f" * 8, "base_commit": "c" * 40},
         "head": "c" * 40, "series": [], "built_at": "2026-01-01T00:00:00Z"}))
-    path = report.write(layout)
+    from harness.config import select_baseline
+    path = report.write(layout, select_baseline("10.2.2"))
     md = path.read_text()
+    assert "Selected baseline profile: 10.2.2 (QEMU 10.2.2, qemu 1:10.2.2+ds-1)." in md
     assert "- **stock**: baseline 10.2.2 (QEMU 10.2.2): qemu 1:10.2.2+ds-1 (debian" in md
+    assert "not the selected" not in md
+    md = report.write(layout, select_baseline("10.0.13")).read_text()
+    assert "- stock: built from profile 10.2.2, not the selected 10.0.13" in md
     assert "| 0001-a.patch | 0 | 1 | ok |" in md
     assert "| QEMU tests on real guests | patched | 1 | 1 | 0 | 0 |" in md
     assert "| QEMU tests on real guests | stock | 1 | 0 | 1 | 0 |" in md
