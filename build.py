@@ -41,7 +41,12 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name, help_):
-        return sub.add_parser(name, help=help_, description=help_)
+        sp = sub.add_parser(name, help=help_, description=help_)
+        # also after the command (`build.py port --baseline 10.0.13`); SUPPRESS
+        # keeps the global option's value when it is not repeated here
+        sp.add_argument("--baseline", metavar="NAME", default=argparse.SUPPRESS,
+                        help="the baseline profile (same as before the command)")
+        return sp
 
     def import_opts(sp):
         sp.add_argument("--source", choices=("debian", "git"), default="debian",

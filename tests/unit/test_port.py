@@ -175,6 +175,9 @@ def test_port_command_line():
                                     "--tarball", "/x/q.tar.xz"])
     assert (args.baseline, args.command, args.no_build, args.jobs, str(args.tarball)) == \
         ("10.0.13", "port", True, 2, "/x/q.tar.xz")
+    assert cli.parser().parse_args(["port", "--baseline", "10.0.13"]).baseline == "10.0.13"
+    assert cli.parser().parse_args(["--baseline", "10.0.13", "status"]).baseline == "10.0.13"
+    assert cli.parser().parse_args(["status"]).baseline is None
 
 
 def test_port_without_patches_is_a_usage_error(project, log):
