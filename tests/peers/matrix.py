@@ -174,7 +174,9 @@ class Op:
     effect: tuple[Step, ...] = ()  # on the model; the peer's own snapshots carry no UUID
     prep: Prep = Prep.NONE
     since: tuple[int, int] = (0, 0)  # the first QEMU release that has the command
-    writes_image: bool = True  # opened read-write (clears unknown autoclear bits)
+    # qcow2_do_open() read-write, which clears unknown autoclear bits (commit only reopens
+    # its base read-write; convert reads its source)
+    opens_rw: bool = True
     check_repair: bool = False  # `qemu-img check -r`: the image is opened in check mode
     output: str | None = None  # a new image the op makes in the workspace ({ws}/output)
     bug: str | None = None  # a key of BUGS: this op loses data in every peer, series or not
@@ -217,10 +219,10 @@ OPS: tuple[Op, ...] = (
              "{ws}/overlay.qcow2"),
         Io(("-f", "qcow2", "-c", "write -P 0xc7 7M 64k", "{ws}/overlay.qcow2")),
         _img("commit", "-f", "qcow2", "{ws}/overlay.qcow2")),
-       effect=(Write(7 * MiB, 0xC7),)),
+       effect=(Write(7 * MiB, 0xC7),), opens_rw=False),
     Op("convert", "convert to a new qcow2 (internal snapshots are not copied, by design)",
        (_img("convert", "-f", "qcow2", "-O", "qcow2", "{img}", "{ws}/output.qcow2"),),
-       writes_image=False, output="output.qcow2"),
+       opens_rw=False, output="output.qcow2"),
     Op("snapshot-create", "snapshot -c p1", (_img("snapshot", "-c", "p1", "{img}"),),
        effect=(Snap("p1"),)),
     Op("snapshot-apply", "snapshot -a s1", (_img("snapshot", "-a", "s1", "{img}"),),
@@ -291,8 +293,8 @@ def expected_current(op: Op, design: Design) -> frozenset[Current]:
     if design is Design.NONE:
         return frozenset({Current.ABSENT})
     if design is Design.AUTOCLEAR16:
-        # Any read-write open by a QEMU without the series clears autoclear bit 2.
-        return frozenset({Current.STALE if op.writes_image else Current.RIGHT})
+        # A read-write open by a QEMU without the series clears autoclear bit 2.
+        return frozenset({Current.STALE if op.opens_rw else Current.RIGHT})
     # RECORD32: an older QEMU keeps unknown header extensions as they are, so the record
     # is right unless the table moved under it or the active layer changed its origin.
     truth = after(op).current

@@ -85,7 +85,7 @@ def test_peer_op(writer, peer, op, base, cmds, keep, test_dir, results_dir, requ
         cells.record(results_dir, cell)
         raise
     cell.update(
-        status="lost" if out.lost else "check" if out.checks else "ok",
+        status=("lost" if out.lost else "check" if out.checks else "current" if problems else "ok"),
         problems=problems,
         current=out.current.value if out.current else None,
         snapshots=out.snapshots,

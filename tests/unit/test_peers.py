@@ -365,3 +365,38 @@ def test_config_installs_what_the_peers_need():
     from harness.config import APT_PACKAGES, PIP_PACKAGES
 
     assert "mmdebstrap" in APT_PACKAGES and "pytest-xdist" in PIP_PACKAGES
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+def test_report_renders_the_matrix_per_writer():
+    from harness import report
+
+    cell = {"kind": "matrix", "writer": "patched", "writer_version": "10.0.13",
+            "identity": "record32 (written by the build)", "peer_version": "5.2.0"}  # fmt: skip
+    data = {
+        "peers": {"bullseye": {"qemu": "5.2.0"}, "sid": {"qemu": "11.1.3"}},
+        "ops": [{"name": "check-leaks"}, {"name": "snapshot-apply"}, {"name": "resize"}],
+        "cells": [
+            {**cell, "peer": "bullseye", "op": "check-leaks", "status": "lost",
+             "problems": ["4 of 4 snapshots gone: s1, s2, s3, s4", "current snapshot: stale"],
+             "known_loss": "known upstream bug (every QEMU up to 5.2.0): check mode ..."},
+            {**cell, "peer": "sid", "op": "check-leaks", "status": "ok", "current": "right"},
+            {**cell, "peer": "sid", "op": "snapshot-apply", "status": "ok", "current": "wrong"},
+            {**cell, "peer": "bullseye", "op": "snapshot-apply", "status": "error",
+             "problems": ["bullseye (QEMU 5.2.0): exit 1"]},
+            {**cell, "peer": "sid", "op": "new-reads", "kind": "old-image", "status": "ok"},
+        ],
+    }  # fmt: skip
+    rows = report._peers_rows(data)
+    assert rows[0] == "**writer patched** (QEMU 10.0.13, identity record32 (written by the build))"
+    assert "| op | bullseye (5.2.0) | sid (11.1.3) |" in rows
+    assert "| check-leaks | **LOST** 4 of 4 snapshots gone +1 (known bug) | ok |" in rows
+    assert (
+        "| snapshot-apply | ERROR bullseye (QEMU 5.2.0): exit 1 | ok, current wrong "
+        "(undetectable) |"
+    ) in rows
+    assert "| new-reads | - | ok |" in rows
+    assert not any(r.startswith("| resize") for r in rows), "an op nobody ran"
+    assert rows[-1] == "- known upstream bug (every peer): check mode ..."

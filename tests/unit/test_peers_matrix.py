@@ -52,7 +52,7 @@ def test_ops_are_well_formed():
         hmp = [c for s in op.steps if isinstance(s, mx.Vm) for c in s.hmp]
         assert any("{img}" in a for a in args) or hmp or "{ws}/overlay" in " ".join(args), op
         assert op.prep is mx.Prep.NONE or op.check_repair, f"{op.name}: prep is a check trigger"
-    assert [op.name for op in mx.OPS if not op.writes_image] == ["convert"]
+    assert [op.name for op in mx.OPS if not op.opens_rw] == ["commit", "convert"]
     assert mx.applies(mx.OPS_BY_NAME["bitmap"], (5, 2, 0))
     assert not mx.applies(mx.OPS_BY_NAME["bitmap"], (5, 0, 0))
 
@@ -79,7 +79,7 @@ def test_expected_current_with_the_redesigned_record():
 
 def test_expected_current_with_todays_series_and_without():
     for op in mx.OPS:
-        want = {C.STALE} if op.writes_image else {C.RIGHT}
+        want = {C.STALE} if op.opens_rw else {C.RIGHT}
         assert mx.expected_current(op, mx.Design.AUTOCLEAR16) == want, op.name
         assert mx.expected_current(op, mx.Design.NONE) == {C.ABSENT}
 
