@@ -26,8 +26,8 @@ SUITES = {
     "qemu": Suite("qemu", ("tests/qemu",), markers="not iotests"),
     "iotests": Suite("iotests", ("tests/qemu",), markers="iotests"),
     # older QEMU releases (build.py peers) on images the series wrote, and the reverse;
-    # pytest-xdist: most of the time is spent waiting for short-lived processes
-    "peers": Suite("peers", ("tests/peers",), extra=("-n", "4", "--dist", "loadgroup"),
+    # pytest-xdist, one worker per CPU: each cell is a dozen short-lived QEMU processes
+    "peers": Suite("peers", ("tests/peers",), extra=("-n", "auto"),
                    summary_json="peers.json"),
 }
 

@@ -1,9 +1,9 @@
 """The peer matrix: older QEMU releases (harness/peers.py chroots) on images the series wrote,
 and the series on images they wrote.
 
-Run:  python3 build.py test --suite peers     (prepares the peers, then this suite, -n 4)
-      .venv/bin/pytest tests/peers --writers debian -n 4     (no build yet: Debian's 7.2 as
-                                                             writer, identity injected)
+Run:  python3 build.py test --suite peers     (prepares the peers, then this suite, -n auto)
+      .venv/bin/pytest tests/peers --writers debian   (no build yet: Debian's 7.2 as
+                                                     writer, identity injected)
 Options: --writers patched,stock,debian (default patched,stock); --designs record32,autoclear16
 (how a writer without the series gets its identity injected; default record32); --peers
 bullseye,... (default all); --matrix-json PATH (default <results-dir>/matrix.json).

@@ -356,7 +356,7 @@ def test_peers_suite_runs_in_parallel_and_writes_peers_json(layout):
     layout.venv_bin("python3").touch()
     argv = testrun.pytest_argv(layout, testrun.SUITES["peers"])
     assert "tests/peers" in argv
-    assert argv[argv.index("-n") + 1] == "4"
+    assert argv[argv.index("-n") + 1] == "auto"
     assert f"--results-dir={layout.results / 'peers'}" in argv
     assert f"--matrix-json={layout.results / 'peers.json'}" in argv
 
