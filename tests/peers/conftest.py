@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,8 +85,9 @@ def pytest_configure(config):
         "markers",
         "series: tests a feature of the patch series (xfail strict on writers without it)",
     )
-    if not hasattr(config, "workerinput"):  # the controller: no stale cells from before
+    if not hasattr(config, "workerinput"):  # the controller: nothing stale from before
         cells.clear(_results(config))
+        _matrix_json(config).unlink(missing_ok=True)
 
 
 def _results(config) -> Path:
@@ -93,6 +95,12 @@ def _results(config) -> Path:
     if not path.is_absolute():
         path = Path(config.invocation_params.dir) / path
     return path
+
+
+def _matrix_json(config) -> Path:
+    out = config.getoption("--matrix-json")
+    path = Path(out) if out else _results(config) / "matrix.json"
+    return path if path.is_absolute() else Path(config.invocation_params.dir) / path
 
 
 def _csv(config, name: str, allowed) -> list[str]:
@@ -183,7 +191,10 @@ def test_dir(request, results_dir) -> Path:
         shutil.rmtree(path)
     path.mkdir(parents=True)
     request.node.stash[LOGS_KEY] = path
-    return path
+    yield path
+    # passed, or failed as expected (xfail): the images show nothing new; logs stay
+    if passed(request) and not request.config.getoption("--keep-scratch"):
+        shutil.rmtree(path / "images", ignore_errors=True)
 
 
 @pytest.fixture
@@ -192,9 +203,23 @@ def cmds(test_dir) -> Commands:
 
 
 @pytest.fixture
-def keep(request):
-    """For workspaces: keep the images of a failed test (or all, with --keep-scratch)."""
-    return lambda: request.config.getoption("--keep-scratch") or not passed(request)
+def workspace(request, peer, test_dir):
+    """workspace(label): a fresh directory inside the peer's chroot, always removed; when the
+    block raises (a failed assertion, a failed command) its images are copied to
+    <test_dir>/images first (kept for failed tests, or all with --keep-scratch)."""
+
+    @contextmanager
+    def make(label: str):
+        with peer.chroot.workspace(label) as ws:
+            try:
+                yield ws
+            except BaseException:
+                im.keep_copy(ws.host, test_dir / "images")
+                raise
+            if request.config.getoption("--keep-scratch"):
+                im.keep_copy(ws.host, test_dir / "images")
+
+    return make
 
 
 # -- writers and peers --------------------------------------------------------------------------
@@ -264,8 +289,4 @@ def pytest_sessionfinish(session, exitstatus):
     config = session.config
     if hasattr(config, "workerinput"):
         return
-    out = config.getoption("--matrix-json")
-    path = Path(out) if out else _results(config) / "matrix.json"
-    if not path.is_absolute():
-        path = Path(config.invocation_params.dir) / path
-    cells.merge(_results(config), path)
+    cells.merge(_results(config), _matrix_json(config))

@@ -35,7 +35,7 @@ def run_op(cmds, peer, ws, path, op: mx.Op) -> None:
 
 
 @pytest.mark.parametrize("op", mx.OPS, ids=[op.name for op in mx.OPS])
-def test_peer_op(writer, peer, op, base, cmds, keep, test_dir, results_dir, request):
+def test_peer_op(writer, peer, op, base, cmds, workspace, results_dir, request):
     """The peer's op keeps every snapshot, UUID, parent and byte of the writer's image."""
     if not mx.applies(op, peer.version_tuple):
         pytest.skip(f"{peer.label} has no `{op.doc}` (QEMU {'.'.join(map(str, op.since))}+)")
@@ -60,10 +60,10 @@ def test_peer_op(writer, peer, op, base, cmds, keep, test_dir, results_dir, requ
         "allowed_current": sorted(c.value for c in allowed),
     }
     t0 = time.monotonic()
-    try:
-        with peer.chroot.workspace(f"{writer.id}-{op.name}", keep=keep) as ws:
-            path = ws.host / "img.qcow2"
-            shutil.copyfile(base.path, path)
+    with workspace(f"{writer.id}-{op.name}") as ws:
+        path = ws.host / "img.qcow2"
+        shutil.copyfile(base.path, path)
+        try:
             im.prepare(cmds, writer.tools, path, op.prep)
             before = im.sha256(path)
             cmds.note(f"{peer.label}: {op.doc}")
@@ -73,26 +73,23 @@ def test_peer_op(writer, peer, op, base, cmds, keep, test_dir, results_dir, requ
                 if im.sha256(path) != before:
                     out.lost.append("the source image changed (convert must only read it)")
                 out.lost += im.survey_copy(cmds, writer.tools, ws.host / op.output, want)
-            problems = out.problems(allowed)
-            if problems or keep():
-                im.keep_copy(ws.host, test_dir / "images")
-    except CommandError as exc:
+        except CommandError as exc:
+            cell.update(status="error", problems=[str(exc).splitlines()[0]])
+            cells.record(results_dir, {**cell, "seconds": round(time.monotonic() - t0, 2)})
+            raise
+        problems = out.problems(allowed)
+        status = "lost" if out.lost else "check" if out.checks else "current" if problems else "ok"
         cell.update(
-            status="error",
-            problems=[str(exc).splitlines()[0]],
+            status=status,
+            problems=problems,
+            current=out.current.value if out.current else None,
+            snapshots=out.snapshots,
             seconds=round(time.monotonic() - t0, 2),
         )
         cells.record(results_dir, cell)
-        raise
-    cell.update(
-        status=("lost" if out.lost else "check" if out.checks else "current" if problems else "ok"),
-        problems=problems,
-        current=out.current.value if out.current else None,
-        snapshots=out.snapshots,
-        seconds=round(time.monotonic() - t0, 2),
-    )
-    cells.record(results_dir, cell)
-    assert not problems, f"{peer.label} `{op.doc}` on {base.describe()}:\n" + "\n".join(problems)
+        assert not problems, f"{peer.label} `{op.doc}` on {base.describe()}:\n" + "\n".join(
+            problems
+        )
 
 
 # -- the writer's side: what only the series can do --------------------------------------------
@@ -121,7 +118,8 @@ def test_writer_records_identity(writer, base):
 def test_writer_check_keeps_snapshots(writer, base, prep, cmds, test_dir):
     """The upstream check-mode bug, fixed by the series: the writer's own `check -r leaks`
     on an image with a bitmap (or an unknown autoclear bit) keeps the snapshot table."""
-    path = test_dir / "img.qcow2"
+    path = test_dir / "images" / "img.qcow2"  # removed when the test passes
+    path.parent.mkdir()
     shutil.copyfile(base.path, path)
     im.prepare(cmds, writer.tools, path, prep)
     cmds.run(writer.tools, "img", "check", "-r", "leaks", path)
@@ -136,11 +134,11 @@ def test_writer_check_keeps_snapshots(writer, base, prep, cmds, test_dir):
 
 
 @pytest.mark.series
-def test_writer_after_a_stale_record(writer, peer, base, cmds, keep):
+def test_writer_after_a_stale_record(writer, peer, base, cmds, workspace):
     """After a peer moved the table (snapshot -c p1), the patched build detects the stale
     record: its check says so (exit 0: no data at risk), and its next snapshot is a root
     instead of a child of the stale s4; the record then names the new snapshot."""
-    with peer.chroot.workspace(f"{writer.id}-stale", keep=keep) as ws:
+    with workspace(f"{writer.id}-stale") as ws:
         path = ws.host / "img.qcow2"
         shutil.copyfile(base.path, path)
         cmds.run(peer, "img", "snapshot", "-c", "p1", path)

@@ -252,7 +252,8 @@ def survey_copy(cmds: Commands, writer: Tools, path: Path, want: mx.State) -> li
 
 
 def keep_copy(src: Path, dest_dir: Path) -> None:
-    """Failed cells keep their images in the test directory."""
+    """The images of a workspace, copied to the test directory (conftest's test_dir removes
+    them again when the test passed)."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
         if f.is_file():
