@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import stages, testrun  # noqa: E402
 from harness.config import BASELINE_ENV, select_baseline  # noqa: E402
 from harness.errors import HarnessError, UsageError  # noqa: E402
+from harness.peers import PEERS  # noqa: E402
 from harness.pipeline import Context, Stage, run_stages  # noqa: E402
 
 
@@ -93,6 +94,11 @@ def parser() -> argparse.ArgumentParser:
                     help="only apply the patches (no build after each)")
     sp.add_argument("-j", "--jobs", type=int, help="ninja parallelism")
     add("report", stages.STAGES["report"].help)
+    sp = add("peers", stages.STAGES["peers"].help)
+    sp.add_argument("--only", dest="only_peer", action="append", choices=sorted(PEERS),
+                    help="just this peer (repeatable); default: all")
+    sp.add_argument("--rebuild", action="store_true",
+                    help="build again even when the cached chroot's inputs are unchanged")
     sp = add("tree", "print the VM snapshot tree of an image or a running VM (current: *)")
     src = sp.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", type=Path, help="a qcow2 image")
@@ -161,8 +167,10 @@ def main(argv: list[str] | None = None) -> int:
             suites = args.suite or ["unit", "qemu"] + (["iotests"] if args.iotests else [])
             for name in suites:  # no stale results from an earlier run in the totals
                 (ctx.layout.results / f"junit-{name}.xml").unlink(missing_ok=True)
+            # the peer chroots come from the cache once built (seconds)
+            before = [stages.STAGES["peers"]] if "peers" in suites else []
             try:
-                run_stages(_test_stage(suites, tuple(args.pytest_args)), ctx)
+                run_stages(before + _test_stage(suites, tuple(args.pytest_args)), ctx)
             finally:
                 print(testrun.closing_line(ctx.layout, suites))
             return 0

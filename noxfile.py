@@ -1,4 +1,4 @@
-"""nox sessions: lint, unit, tests, iotests, bench.
+"""nox sessions: lint, unit, tests, iotests, peers, bench.
 
 They run in the project venv that `python3 build.py setup` makes
 (`.venv/bin/nox -s unit`); nothing is installed per session.
@@ -39,6 +39,12 @@ def tests(session: nox.Session) -> None:
 def iotests(session: nox.Session) -> None:
     """The 24 snapshot-related upstream iotests, patched and stock."""
     session.run(PY, "build.py", "test", "--suite", "iotests", *session.posargs)
+
+
+@nox.session
+def peers(session: nox.Session) -> None:
+    """Older QEMU releases on the series' images, and back (builds the peer chroots once)."""
+    session.run(PY, "build.py", "test", "--suite", "peers", *session.posargs)
 
 
 @nox.session

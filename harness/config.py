@@ -162,12 +162,13 @@ APT_PACKAGES = (
     "seabios", "qemu-system-data", "ipxe-qemu",
     "busybox-static", "cpio", "kmod",
     "qemu-utils",  # Debian's qemu-img 7.2: a real old peer for compatibility tests
+    "mmdebstrap",  # chroots of older Debian releases: the peer matrix (harness/peers.py)
 )
 
 # Python packages for the project venv (PyPI).
 PIP_PACKAGES = (
     "meson>=1.5", "ninja", "pycotap>=1.1.0", "pytest", "qemu.qmp", "pexpect",
-    "nox", "ruff",
+    "nox", "ruff", "pytest-xdist",
 )
 
 BUILD_TARGETS = (
@@ -223,6 +224,10 @@ class Layout:
     @property
     def src_cache(self) -> Path:
         return self.cache / "src"
+
+    @property
+    def peers_cache(self) -> Path:
+        return self.cache / "peers"
 
     @property
     def bisect_tree(self) -> Path:

@@ -48,6 +48,10 @@ class EnvironmentProblem(HarnessError):
     exit_code = EXIT_ENVIRONMENT
 
 
+class PeerError(EnvironmentProblem):
+    """An older QEMU (a peer chroot, harness/peers.py) cannot be built or run."""
+
+
 class BaselineError(HarnessError):
     """The pinned baseline cannot be fetched, verified or imported."""
 

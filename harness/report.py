@@ -17,7 +17,7 @@ from pathlib import Path
 from .config import PROFILES, Baseline, Layout
 
 SUITES = (("qemu", "QEMU tests on real guests"), ("iotests", "Upstream iotests"),
-          ("unit", "Harness unit tests"))
+          ("peers", "Peer matrix (older QEMU releases)"), ("unit", "Harness unit tests"))
 
 
 def _load(path: Path):
@@ -130,6 +130,53 @@ def _bench_rows(data) -> list[str]:
     return rows
 
 
+CURRENT_NOTE = {"right": "", "stale": ", stale (detected)", None: "",
+                "wrong": ", current wrong (undetectable)", "absent": ", no record"}
+
+
+def _peer_cell(c: dict) -> str:
+    problems = c.get("problems") or []
+    first = problems[0] if problems else c.get("status", "?")
+    short = first.split(":")[0] if "snapshots gone" in first else first[:44]
+    known = " (known bug)" if c.get("known_loss") else ""
+    status = c.get("status")
+    if status == "ok":
+        return "ok" + CURRENT_NOTE.get(c.get("current"), f", current {c.get('current')}")
+    if status == "error":
+        return f"ERROR {short}"
+    label = {"lost": "LOST", "check": "CHECK", "current": "CURRENT"}.get(status, status)
+    return f"**{label}** {short}{' +' + str(len(problems) - 1) if len(problems) > 1 else ''}" \
+        + known
+
+
+def _peers_rows(data) -> list[str]:
+    """One table per writer: ops down, peers across; then the known bugs, once each."""
+    peers = list(data.get("peers", {}))
+    ops = [o["name"] for o in data.get("ops", [])] + ["new-reads"]
+    writers: dict[str, list[dict]] = {}
+    for c in data.get("cells", []):
+        writers.setdefault(c["writer"], []).append(c)
+    heads = [f"{p} ({data['peers'][p].get('qemu', '?')})" for p in peers]
+    out = []
+    for writer, cells in writers.items():
+        first = next((c for c in cells if c.get("identity")), cells[0])
+        out += [f"**writer {writer}** (QEMU {first.get('writer_version', '?')}, identity "
+                f"{first.get('identity', '-')})", "",
+                "| op | " + " | ".join(heads) + " |", "|---|" + "---|" * len(peers)]
+        by = {(c["op"], c["peer"]): c for c in cells}
+        for op in ops:
+            if any((op, p) in by for p in peers):
+                out.append(f"| {op} | " + " | ".join(
+                    _peer_cell(by[(op, p)]) if (op, p) in by else "-" for p in peers) + " |")
+        out.append("")
+    bugs = sorted({c["known_loss"] for c in data.get("cells", []) if c.get("known_loss")})
+    if bugs:
+        out += ["Known data loss (strict xfails; the test fails when it stops happening):"]
+        out += [f"- {b}" for b in dict.fromkeys(
+            re.sub(r"every QEMU up to [^;)]*", "every peer", b) for b in bugs)]
+    return out
+
+
 def _section_tests(layout: Layout) -> list[str]:
     out = ["## Tests", "", "| suite | build | passed | failed | xfailed | skipped |",
            "|---|---|---:|---:|---:|---:|"]
@@ -159,6 +206,8 @@ def markdown(layout: Layout, baseline: Baseline | None = None) -> str:
                                  _bisect_rows, "python3 build.py bisect")
     lines += _section_ports(layout)
     lines += _section_tests(layout)
+    lines += _section_json_table(layout, "peers", "Peer matrix: older QEMU on the series' images",
+                                 _peers_rows, "python3 build.py test --suite peers")
     lines += _section_json_table(layout, "bench", "Benchmarks (patched beside stock)",
                                  _bench_rows, ".venv/bin/nox -s bench")
     return "\n".join(lines).rstrip() + "\n"

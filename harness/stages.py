@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from . import baseline, bisect, bootstrap, port, qbuild, report, review, series
+from . import baseline, bisect, bootstrap, peers, port, qbuild, report, review, series
 from .config import BASELINE_ENV, PROFILES
 from .errors import BuildFailed, EnvironmentProblem, PatchConflict, TestsFailed, UsageError
 from .git import Git
@@ -224,6 +224,15 @@ def port_(ctx: Context, log: StageLog) -> str:
     return f"{res.summary()}; table in {path}"
 
 
+def peers_(ctx: Context, log: StageLog) -> str:
+    prepared = peers.ensure_all(ctx.options.get("only_peer"), ctx.layout, log,
+                                rebuild=ctx.options.get("rebuild", False))
+    print(peers.table(prepared))
+    return f"{len(prepared)} peer(s): " + ", ".join(
+        f"{p.root.name} {p.root.qemu_version} ({'built' if p.built else 'cached'} "
+        f"{p.seconds:.1f}s)" for p in prepared)
+
+
 def report_(ctx: Context, log: StageLog) -> str:
     path = report.write(ctx.layout, ctx.baseline)
     return f"wrote {path} and {path.with_suffix('.html').name}"
@@ -244,6 +253,8 @@ STAGES = {
     "port": Stage("port", port_, "apply and build the series one patch at a time on the "
                   "--baseline profile, in out/port/NAME/qemu (qemu/ untouched)"),
     "report": Stage("report", report_, "write out/results/report.md and .html"),
+    "peers": Stage("peers", peers_, "older QEMU releases (Debian chroots) for the peer "
+                                    "matrix, cached by their inputs"),
 }
 
 ALL = ("setup", "import", "apply", "build", "images")

@@ -17,12 +17,18 @@ class Suite:
     paths: tuple[str, ...]
     markers: str | None = None
     extra: tuple[str, ...] = ()
+    # a JSON summary the suite writes under out/results (the report renders it)
+    summary_json: str | None = None
 
 
 SUITES = {
     "unit": Suite("unit", ("tests/unit",)),
     "qemu": Suite("qemu", ("tests/qemu",), markers="not iotests"),
     "iotests": Suite("iotests", ("tests/qemu",), markers="iotests"),
+    # older QEMU releases (build.py peers) on images the series wrote, and the reverse;
+    # pytest-xdist, one worker per CPU: each cell is a dozen short-lived QEMU processes
+    "peers": Suite("peers", ("tests/peers",), extra=("-n", "auto"),
+                   summary_json="peers.json"),
 }
 
 
@@ -33,6 +39,8 @@ def pytest_argv(layout: Layout, suite: Suite, extra: tuple[str, ...] = ()) -> li
             "-o", f"junit_suite_name={suite.name}", "-o", "junit_family=xunit1", "-ra"]
     if suite.name != "unit":
         argv.append(f"--results-dir={results / suite.name}")
+    if suite.summary_json:
+        argv.append(f"--matrix-json={results / suite.summary_json}")
     if suite.markers:
         argv += ["-m", suite.markers]
     return argv + list(suite.extra) + list(extra)

@@ -4,6 +4,11 @@ Deliberately not QEMU's code (nor tests/qemu-iotests/qcow2.py): the tests
 compare what QEMU reports about an image with what is on disk, read here
 from the qcow2 specification (docs/interop/qcow2.txt) and SPEC.md §1.
 
+The "current snapshot" has two layouts: today's series (``Image.current``: a 16-byte
+extension guarded by autoclear bit 2) and the redesign of issue 11 (``Image.current_record()``:
+a 32-byte extension that carries the snapshot table pointer it was written for, no feature
+bit), which the peer matrix (tests/peers) tests against older QEMU releases.
+
 Also has a few in-place writers for same-size corruptions (duplicate UUIDs,
 parent cycles, wrong extension lengths) used by the bad-input tests, and two
 that rewrite a whole structure where it already is: the snapshot table
@@ -14,6 +19,7 @@ extension area (write_extensions: within cluster 0, no backing file).
 
 from __future__ import annotations
 
+import enum
 import struct
 import uuid as uuidlib
 from dataclasses import dataclass, field, replace
@@ -31,9 +37,13 @@ EXTRA_UUID = 24
 EXTRA_PARENT = 40
 UUID_LEN = 16
 
-# The series' "current snapshot" header extension and its autoclear bit (SPEC.md §1).
+# The series' "current snapshot" header extension (SPEC.md §1); today's series guards a
+# 16-byte form with autoclear bit 2, the redesign is the 32-byte record below (no bit).
 EXT_CURRENT_SNAPSHOT = 0x43534E50
 AUTOCLEAR_CURRENT_SNAPSHOT = 1 << 2
+AUTOCLEAR_BITMAPS = 1 << 0
+# {snapshot UUID, snapshots_offset BE64, nb_snapshots BE32, reserved 4 bytes zero}
+CURRENT_RECORD = struct.Struct(">16sQI4s")
 ENTRY_HEADER = struct.Struct(">QIHHIIQII")  # fixed 40 bytes of a snapshot table entry
 
 
@@ -88,6 +98,46 @@ class Snapshot:
         return raw + b"\0" * (-len(raw) % 8)
 
 
+class RecordState(enum.Enum):
+    """What a reader following the redesigned record makes of the header extension."""
+
+    ABSENT = "absent"  # no extension: no current snapshot known
+    MALFORMED = "malformed"  # not exactly 32 bytes, or more than one extension
+    NONE = "none"  # nil UUID: no current snapshot
+    STALE = "stale"  # snapshots_offset / nb_snapshots differ from the header's
+    UNKNOWN = "unknown"  # the pointer matches, but no snapshot in the table has the UUID
+    VALID = "valid"
+
+
+@dataclass(frozen=True)
+class CurrentRecord:
+    uuid: uuidlib.UUID
+    snapshots_offset: int
+    nb_snapshots: int
+    reserved: bytes = bytes(4)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> CurrentRecord:
+        raw, offset, nb, reserved = CURRENT_RECORD.unpack(data)
+        return cls(uuidlib.UUID(bytes=raw), offset, nb, reserved)
+
+    def pack(self) -> bytes:
+        return CURRENT_RECORD.pack(
+            self.uuid.bytes, self.snapshots_offset, self.nb_snapshots, self.reserved
+        )
+
+
+@dataclass(frozen=True)
+class CurrentView:
+    state: RecordState
+    record: CurrentRecord | None = None
+
+    @property
+    def uuid(self) -> uuidlib.UUID | None:
+        """The current snapshot, when the record is valid."""
+        return self.record.uuid if self.state is RecordState.VALID and self.record else None
+
+
 @dataclass
 class Image:
     path: Path
@@ -119,7 +169,7 @@ class Image:
 
     @property
     def current(self) -> uuidlib.UUID | None:
-        """The current snapshot as a reader following SPEC.md §1 must see it: the autoclear
+        """Today's series (before the issue 11 redesign): the autoclear
         bit set, exactly one extension of 16 bytes, not nil, naming a snapshot in the table."""
         exts = self.extension(EXT_CURRENT_SNAPSHOT)
         if not self.autoclear & AUTOCLEAR_CURRENT_SNAPSHOT or len(exts) != 1:
@@ -130,6 +180,24 @@ class Image:
         if u == NIL or u not in {s.uuid for s in self.snapshots}:
             return None
         return u
+
+    def current_record(self) -> CurrentView:
+        """The redesigned record: valid only if it is the one 32-byte extension, its pointer
+        equals the header's snapshots_offset and nb_snapshots, and its UUID is not nil and
+        names a snapshot in the table. The reserved bytes are reported, not judged."""
+        exts = self.extension(EXT_CURRENT_SNAPSHOT)
+        if not exts:
+            return CurrentView(RecordState.ABSENT)
+        if len(exts) != 1 or len(exts[0].data) != CURRENT_RECORD.size:
+            return CurrentView(RecordState.MALFORMED)
+        rec = CurrentRecord.unpack(exts[0].data)
+        if rec.uuid == NIL:
+            return CurrentView(RecordState.NONE, rec)
+        if (rec.snapshots_offset, rec.nb_snapshots) != (self.snapshots_offset, self.nb_snapshots):
+            return CurrentView(RecordState.STALE, rec)
+        if rec.uuid not in {s.uuid for s in self.snapshots}:
+            return CurrentView(RecordState.UNKNOWN, rec)
+        return CurrentView(RecordState.VALID, rec)
 
 
 def read(path: Path) -> Image:
@@ -231,6 +299,24 @@ def write_extensions(path: Path, extensions: list[tuple[int, bytes]]) -> None:
     end = img.cluster_size
     assert img.header_length + len(area) <= end, "extensions do not fit in cluster 0"
     patch_bytes(path, img.header_length, area + b"\0" * (end - img.header_length - len(area)))
+
+
+def with_identity(snap: Snapshot, u: uuidlib.UUID, parent: uuidlib.UUID | None) -> Snapshot:
+    """A copy of ``snap`` whose extra data carries UUID and parent (SPEC.md §1), grown to
+    cover them; bytes before and after the two fields are kept."""
+    extra = bytearray(snap.extra.ljust(EXTRA_PARENT + UUID_LEN, b"\0"))
+    extra[EXTRA_UUID : EXTRA_UUID + UUID_LEN] = u.bytes
+    extra[EXTRA_PARENT : EXTRA_PARENT + UUID_LEN] = (parent or NIL).bytes
+    return snap.with_extra(bytes(extra))
+
+
+def set_current_record(path: Path, u: uuidlib.UUID | None) -> CurrentRecord:
+    """Write the redesigned 32-byte record naming ``u`` (None: nil) for the table the
+    header points at now; any other current-snapshot extension is replaced."""
+    img = read(path)
+    rec = CurrentRecord(u or NIL, img.snapshots_offset, img.nb_snapshots)
+    set_extensions(path, EXT_CURRENT_SNAPSHOT, [rec.pack()])
+    return rec
 
 
 def set_extensions(path: Path, magic: int, datas: list[bytes]) -> None:

@@ -1,0 +1,292 @@
+"""The peer matrix: older QEMU releases (harness/peers.py chroots) on images the series wrote,
+and the series on images they wrote.
+
+Run:  python3 build.py test --suite peers     (prepares the peers, then this suite, -n auto)
+      .venv/bin/pytest tests/peers --writers debian   (no build yet: Debian's 7.2 as
+                                                     writer, identity injected)
+Options: --writers patched,stock,debian (default patched,stock); --designs record32,autoclear16
+(how a writer without the series gets its identity injected; default record32); --peers
+bullseye,... (default all); --matrix-json PATH (default <results-dir>/matrix.json).
+
+Fixtures: writer (session, parametrized: Writer), peer (session, parametrized: Tools of a
+chroot), base (a template image made by the writer, per worker), cmds (this test's command
+log), test_dir. Marker `series`: xfail strict on writers without the series.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from harness import peers as hpeers  # noqa: E402
+from tests.peers import matrix as mx  # noqa: E402
+from tests.peers.lib import cells  # noqa: E402
+from tests.peers.lib import image as im  # noqa: E402
+from tests.peers.lib.tools import CommandError, Commands, Tools  # noqa: E402
+
+WRITERS = ("patched", "stock", "debian")
+LOGS_KEY = pytest.StashKey[Path]()
+REPORTS_KEY = pytest.StashKey[dict]()
+
+
+def _addoption(group, *args, **kwargs):
+    try:
+        group.addoption(*args, **kwargs)
+    except ValueError:  # tests/qemu's conftest in the same session defines it already
+        pass
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("qemu rig")
+    _addoption(
+        group,
+        "--results-dir",
+        default="out/results",
+        help="where per-test logs go (default out/results)",
+    )
+    _addoption(group, "--keep-scratch", action="store_true", help="keep the images of passed tests")
+    group = parser.getgroup("peer matrix")
+    group.addoption(
+        "--writers",
+        default="patched,stock",
+        help=f"who writes the images: {','.join(WRITERS)} (default patched,stock)",
+    )
+    group.addoption(
+        "--designs",
+        default="record32",
+        help="identity layout injected for writers without the series: "
+        "record32 (the redesign), autoclear16 (today's series)",
+    )
+    group.addoption(
+        "--peers",
+        default=",".join(hpeers.PEERS),
+        help=f"older QEMU releases to run (default {','.join(hpeers.PEERS)})",
+    )
+    group.addoption(
+        "--matrix-json",
+        default=None,
+        help="where the peer x op summary goes (default <results-dir>/matrix.json)",
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "series: tests a feature of the patch series (xfail strict on writers without it)",
+    )
+    if not hasattr(config, "workerinput"):  # the controller: nothing stale from before
+        cells.clear(_results(config))
+        _matrix_json(config).unlink(missing_ok=True)
+
+
+def _results(config) -> Path:
+    path = Path(config.getoption("--results-dir"))
+    if not path.is_absolute():
+        path = Path(config.invocation_params.dir) / path
+    return path
+
+
+def _matrix_json(config) -> Path:
+    out = config.getoption("--matrix-json")
+    path = Path(out) if out else _results(config) / "matrix.json"
+    return path if path.is_absolute() else Path(config.invocation_params.dir) / path
+
+
+def _csv(config, name: str, allowed) -> list[str]:
+    items = [x.strip() for x in config.getoption(name).split(",") if x.strip()]
+    bad = [x for x in items if x not in allowed]
+    if bad:
+        raise pytest.UsageError(f"{name}: unknown {bad}; use {','.join(allowed)}")
+    return items
+
+
+@dataclass(frozen=True)
+class WriterParam:
+    name: str  # patched / stock / debian
+    design: mx.Design  # what a writer without the series gets injected
+
+    @property
+    def id(self) -> str:
+        return self.name if self.name == "patched" else f"{self.name}-{self.design.value}"
+
+
+def pytest_generate_tests(metafunc):
+    cfg = metafunc.config
+    if "writer" in metafunc.fixturenames:
+        designs = [mx.Design(d) for d in _csv(cfg, "--designs", ("record32", "autoclear16"))]
+        params = []
+        for name in _csv(cfg, "--writers", WRITERS):
+            for d in [mx.Design.RECORD32] if name == "patched" else designs:
+                params.append(WriterParam(name, d))
+        metafunc.parametrize(
+            "writer", params, ids=[p.id for p in params], indirect=True, scope="session"
+        )
+    if "peer" in metafunc.fixturenames:
+        names = _csv(cfg, "--peers", tuple(hpeers.PEERS))
+        metafunc.parametrize("peer", names, indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("series") is None:
+            continue
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or "writer" not in callspec.params:
+            raise pytest.UsageError(f"{item.nodeid}: a series test must use `writer`")
+        if callspec.params["writer"].name != "patched":
+            item.add_marker(
+                pytest.mark.xfail(
+                    strict=True,
+                    raises=AssertionError,
+                    reason="series feature: absent from a writer without the series",
+                )
+            )
+
+
+# -- per-test directory, failure report names it ---------------------------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    item.stash.setdefault(REPORTS_KEY, {})[rep.when] = rep
+    logs = item.stash.get(LOGS_KEY, None)
+    if logs is not None and rep.failed:
+        rep.sections.append(("peer matrix logs", f"test directory (commands.log): {logs}"))
+
+
+def passed(request) -> bool:
+    reports = request.node.stash.get(REPORTS_KEY, {})
+    return "call" in reports and all(r.passed or hasattr(r, "wasxfail") for r in reports.values())
+
+
+@pytest.fixture(scope="session")
+def results_dir(pytestconfig) -> Path:
+    path = _results(pytestconfig)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _safe(nodeid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", nodeid.split("::", 1)[-1]).strip("_")[:120]
+
+
+@pytest.fixture
+def test_dir(request, results_dir) -> Path:
+    mod = Path(request.node.nodeid.split("::")[0]).stem
+    path = results_dir / "tests" / mod / _safe(request.node.nodeid)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    request.node.stash[LOGS_KEY] = path
+    yield path
+    # passed, or failed as expected (xfail): the images show nothing new; logs stay
+    if passed(request) and not request.config.getoption("--keep-scratch"):
+        shutil.rmtree(path / "images", ignore_errors=True)
+
+
+@pytest.fixture
+def cmds(test_dir) -> Commands:
+    return Commands(test_dir / "commands.log")
+
+
+@pytest.fixture
+def workspace(request, peer, test_dir):
+    """workspace(label): a fresh directory inside the peer's chroot, always removed; when the
+    block raises (a failed assertion, a failed command) its images are copied to
+    <test_dir>/images first (kept for failed tests, or all with --keep-scratch)."""
+
+    @contextmanager
+    def make(label: str):
+        with peer.chroot.workspace(label) as ws:
+            try:
+                yield ws
+            except BaseException:
+                im.keep_copy(ws.host, test_dir / "images")
+                raise
+            if request.config.getoption("--keep-scratch"):
+                im.keep_copy(ws.host, test_dir / "images")
+
+    return make
+
+
+# -- writers and peers --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Writer:
+    param: WriterParam
+    tools: Tools
+
+    @property
+    def id(self) -> str:
+        return self.param.id
+
+
+@pytest.fixture(scope="session")
+def writer(request) -> Writer:
+    param: WriterParam = request.param
+    if param.name == "debian":
+        tools = Tools.of_debian()
+        if tools is None:
+            pytest.skip("no /usr/bin/qemu-img: apt-get install qemu-utils (the debian writer)")
+        return Writer(param, tools)
+    from tests.qemu.lib import builds
+    from tests.qemu.lib.errors import BuildMissing
+
+    try:
+        return Writer(param, Tools.of_build(builds.resolve(param.name)))
+    except BuildMissing as exc:
+        pytest.skip(f"{exc} (or run the matrix with `--writers debian` as a stand-in)")
+
+
+@pytest.fixture(scope="session")
+def peer(request) -> Tools:
+    name = request.param
+    if os.geteuid() != 0:
+        pytest.skip("the peers run under chroot(2): run the peers suite as root")
+    root = hpeers.locate(hpeers.PEERS[name])
+    if root is None:
+        pytest.skip(f"peer {name} is not built: run `python3 build.py peers`")
+    return Tools.of_peer(root)
+
+
+_BASES: dict[str, im.Base] = {}
+
+
+@pytest.fixture
+def base(writer, results_dir) -> im.Base:
+    """The writer's template image (made once per worker and writer, copied per test)."""
+    if writer.id not in _BASES:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        directory = results_dir / "templates" / f"{writer.id}-{worker}"
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        cmds = Commands(directory / "commands.log")
+        try:
+            _BASES[writer.id] = im.make_base(cmds, writer.tools, directory, writer.param.design)
+        except CommandError as exc:
+            pytest.fail(f"the writer {writer.tools.label} cannot make the base image: {exc}")
+    return _BASES[writer.id]
+
+
+# -- the summary: out/results/peers.json --------------------------------------------------------
+
+
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    if hasattr(config, "workerinput"):
+        return
+    cells.merge(_results(config), _matrix_json(config))
