@@ -47,9 +47,21 @@ class Git:
         return res.stdout.strip() if res.returncode == 0 else None
 
     def dirty_files(self) -> list[str]:
-        """Tracked files with uncommitted changes (untracked files are ignored)."""
-        text = self.out("status", "--porcelain", "--untracked-files=no")
-        return [line[3:] for line in text.splitlines() if line.strip()]
+        """Tracked files with uncommitted changes (untracked files are ignored).
+
+        ``git status --porcelain -z`` entries are ``XY path``: X (the index)
+        is often a space, so the output must not be stripped; a rename or
+        copy is followed by its source path as a second entry.
+        """
+        fields = self("status", "--porcelain", "-z", "--untracked-files=no").stdout
+        files, entries = [], iter(fields.split("\0"))
+        for entry in entries:
+            if len(entry) < 4:
+                continue
+            files.append(entry[3:])
+            if entry[0] in "RC":
+                next(entries, None)
+        return files
 
     def am_in_progress(self) -> bool:
         gitdir = Path(self.out("rev-parse", "--absolute-git-dir"))
