@@ -16,7 +16,7 @@ from pathlib import Path
 from . import qbuild
 from .config import BUILD_TARGETS, PROFILES, Baseline, BuildProfile, Layout
 from .errors import BuildFailed, CommandFailed, UsageError
-from .git import Git, user_identity_env
+from .git import Git
 from .paths import build_paths
 from .runner import StageLog, run
 from .series import conflicting_files
@@ -49,8 +49,7 @@ def _prepare_tree(layout: Layout, baseline: Baseline, log: StageLog) -> Git:
 def reset_tree(git: Git, baseline: Baseline) -> None:
     """Back to the baseline: no `git am` in progress, no commits, no stray
     files (the build directory stays, so the next build is incremental)."""
-    if git.am_in_progress():
-        git("am", "--abort", env=user_identity_env(git))
+    git.am_abort()
     git("checkout", "-q", "--detach", "-f", baseline.base_tag)
     git("clean", "-q", "-fd", "-e", "build/")
 
@@ -89,11 +88,10 @@ def step_through(git: Git, profile: BuildProfile, layout: Layout, baseline: Base
     for patch in patches:
         start = time.monotonic()
         try:
-            git("am", "-3", str(patch), env=user_identity_env(git))
+            git.am("-3", str(patch))
         except CommandFailed as exc:
             conflicts = conflicting_files(git, exc.output)
-            # --abort moves HEAD, so it too needs a committer on a fresh machine
-            git("am", "--abort", check=False, env=user_identity_env(git))
+            git.am_abort()
             steps.append(Step(patch.name, False, None, time.monotonic() - start,
                               error="does not apply", conflicts=conflicts))
             break

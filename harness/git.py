@@ -63,6 +63,15 @@ class Git:
                 next(entries, None)
         return files
 
+    def am(self, *args: str):
+        """`git am ARGS`: it needs a committer identity, and so does
+        `git am --abort` (it writes the reflog of the reset it does)."""
+        return self("am", *args, env=user_identity_env(self))
+
+    def am_abort(self) -> None:
+        if self.am_in_progress():
+            self("am", "--abort", env=user_identity_env(self))
+
     def am_in_progress(self) -> bool:
         gitdir = Path(self.out("rev-parse", "--absolute-git-dir"))
         return (gitdir / "rebase-apply").exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .config import Baseline, Layout
 from .errors import CommandFailed, PatchConflict, UsageError
-from .git import Git, user_identity_env
+from .git import Git
 from .runner import StageLog
 
 COVER = "0000-cover-letter.patch"
@@ -135,7 +135,7 @@ def apply_series(layout: Layout, baseline: Baseline, log: StageLog, *,
     todo = patches[len(have):]
     for patch in todo:
         try:
-            git("am", "-3", "--keep-cr", str(patch), env=user_identity_env(git))
+            git.am("-3", "--keep-cr", str(patch))
         except CommandFailed as exc:
             files = conflicting_files(git, exc.output)
             raise PatchConflict(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import git
 
+from harness.errors import CommandFailed
 from harness.git import Git
 
 
@@ -30,3 +32,27 @@ def test_dirty_files_keeps_the_first_character_of_each_path(project, tmp_path):
 
 def test_clean_tree_has_no_dirty_files(project, tmp_path):
     assert Git(_repo(tmp_path)).dirty_files() == []
+
+
+def test_am_and_am_abort_work_without_a_configured_identity(project, tmp_path, monkeypatch):
+    """A fresh CI machine: no user.email anywhere, and git may not guess one."""
+    for key in ("GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL"):
+        monkeypatch.delenv(key, raising=False)
+    (tmp_path / "gitconfig").write_text("[user]\n\tuseConfigOnly = true\n")
+    tree = _repo(tmp_path)
+    (tree / "a.c").write_text("theirs\n")
+    git(tree, "commit", "-q", "-am", "a: theirs")
+    patch = tmp_path / "0001-a.patch"
+    patch.write_text(git(tree, "format-patch", "-1", "--stdout"))
+    git(tree, "reset", "-q", "--hard", "HEAD~1")
+    (tree / "a.c").write_text("ours\n")
+    git(tree, "commit", "-q", "-am", "a: ours")
+    repo = Git(tree)
+    assert not repo.has_identity()
+    with pytest.raises(CommandFailed) as err:
+        repo.am("-3", str(patch))
+    assert "identity" not in err.value.output
+    assert repo.am_in_progress()
+    repo.am_abort()
+    assert not repo.am_in_progress()
+    assert (tree / "a.c").read_text() == "ours\n"
