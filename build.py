@@ -74,7 +74,10 @@ def parser() -> argparse.ArgumentParser:
                     help="set aside a diverged series branch (kept as a backup branch)")
     build_opts(add("build", stages.STAGES["build"].help))
     add("images", stages.STAGES["images"].help)
-    add("export", stages.STAGES["export"].help)
+    sp = add("export", stages.STAGES["export"].help)
+    sp.add_argument("--force", action="store_true",
+                    help="export even with HEAD off branch `series`, uncommitted changes, "
+                         "commits in no series, or patches that would be dropped")
     add("status", stages.STAGES["status"].help)
     sp = add("clean", stages.STAGES["clean"].help)
     sp.add_argument("--trees", action="store_true",

@@ -72,9 +72,21 @@ class Git:
         if self.am_in_progress():
             self("am", "--abort", env=user_identity_env(self))
 
+    def gitdir(self) -> Path:
+        return Path(self.out("rev-parse", "--absolute-git-dir"))
+
     def am_in_progress(self) -> bool:
-        gitdir = Path(self.out("rev-parse", "--absolute-git-dir"))
-        return (gitdir / "rebase-apply").exists()
+        return (self.gitdir() / "rebase-apply").exists()
+
+    def rebase_in_progress(self) -> bool:
+        return (self.gitdir() / "rebase-merge").exists()
+
+    def is_ancestor(self, ancestor: str, rev: str) -> bool:
+        return self.ok("merge-base", "--is-ancestor", ancestor, rev)
+
+    def revs(self, start: str, end: str) -> list[str]:
+        """The commits of ``start..end``, oldest first."""
+        return self.out("rev-list", "--reverse", f"{start}..{end}").split()
 
     def current_branch(self) -> str | None:
         res = self("symbolic-ref", "--quiet", "--short", "HEAD", check=False)

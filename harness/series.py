@@ -1,13 +1,27 @@
-"""The patch series: ``patches/`` (source of truth) <-> commits in ``qemu/``.
+"""The series: ``patches/`` (source of truth) <-> branches in ``qemu/``.
 
-``apply`` turns patches/series into commits on the ``series`` branch with
-``git am -3``; ``export`` turns the branch back into patches/ with
-``git format-patch`` (stable names, cover letter text kept, series file
-rewritten), so developers edit and commit in qemu/ and then export.
+``patches/`` holds the work as upstream receives it: several series, each a
+directory of ``git format-patch`` files with its own cover letter and its own
+``series`` file (the patch file names in order), and ``patches/series``
+naming the series in the order they apply, with what each one needs::
+
+    # NAME [needs NAME ...]
+    stable-fixes
+    snapshot-identity needs stable-fixes
+    vm-lineage needs snapshot-identity
+    query-netdevs
+
+``apply`` stacks them in that order with ``git am -3``: branch
+``series-NAME`` is the last commit of each series, branch ``series`` (what
+gets built) the top of the whole stack. Developers edit with
+``git rebase -i`` (``rebase.updateRefs`` is on in qemu/, so the series-*
+branches move with their commits) and write the result back with
+``export`` (harness/export.py).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -18,27 +32,158 @@ from .errors import CommandFailed, PatchConflict, UsageError
 from .git import Git
 from .runner import StageLog
 
+INDEX = "series"
 COVER = "0000-cover-letter.patch"
-SUBJECT_PLACEHOLDER = "*** SUBJECT HERE ***"
-BLURB_PLACEHOLDER = "*** BLURB HERE ***"
+PATCH_RE = re.compile(r"^[0-9]{4}-.*\.patch$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# "base" would make branch series-base, the name of the tag the stack starts
+# from; "backup-*" would look like the branches `apply --reset` keeps.
+RESERVED_RE = re.compile(r"^(base|backup-.*)$")
+BRANCH_PREFIX = "series-"
+
+# apply's state between a conflict and the run after it is resolved
+CONFLICT_STATE = "harness-apply-conflict.json"
+RESOLVED_STATE = "harness-apply-resolved.json"
+
+FLAT_LAYOUT_HINT = (
+    "move the patches into a series directory: `mkdir patches/snapshot-identity && "
+    "git mv patches/[0-9]*.patch patches/series patches/snapshot-identity/ && "
+    "echo snapshot-identity > patches/series && git add patches/series`; then split it "
+    "as README.md ('The series in patches/') shows")
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series: patches/NAME/ and branch series-NAME in qemu/."""
+
+    name: str
+    directory: Path
+    needs: tuple[str, ...] = ()
+    patches: tuple[Path, ...] = ()
+
+    @property
+    def branch(self) -> str:
+        return BRANCH_PREFIX + self.name
+
+    @property
+    def cover(self) -> Path:
+        return self.directory / COVER
+
+    def files_on_disk(self) -> list[Path]:
+        """Every patch file of the series: the listed ones, then any other
+        NNNN-*.patch in its directory (export replaces those too)."""
+        listed = list(self.patches)
+        if self.directory.is_dir():
+            listed += sorted(p for p in self.directory.iterdir()
+                             if PATCH_RE.match(p.name) and p.name != COVER
+                             and p not in self.patches)
+        return listed
+
+
+def _index_lines(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, words) of a series file; comments and blank lines skipped."""
+    lines = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if words:
+            lines.append((number, words))
+    return lines
+
+
+def _check_index_line(rel: str, number: int, words: list[str], seen: list[str]) -> None:
+    where = f"{rel} line {number}"
+    if len(words) == 2 or (len(words) > 2 and words[1] != "needs"):
+        raise UsageError(f"{where}: expected `NAME [needs NAME ...]`, not {' '.join(words)!r}",
+                         hint="one series a line: its name, then `needs` and the series "
+                              "it needs")
+    name = words[0]
+    if not NAME_RE.match(name) or RESERVED_RE.match(name):
+        raise UsageError(f"{where}: {name!r} cannot name a series (its branch would be "
+                         f"{BRANCH_PREFIX}{name})",
+                         hint="letters, digits, '.', '_' and '-'; not 'base' or 'backup-*'")
+    if name in seen:
+        raise UsageError(f"{where}: series {name} is listed twice",
+                         hint=f"remove one of the lines from {rel}")
+    unknown = [need for need in words[2:] if need not in seen]
+    if unknown:
+        raise UsageError(f"{where}: {name} needs {', '.join(unknown)}, which "
+                         f"{'is' if len(unknown) == 1 else 'are'} not listed before it",
+                         hint="list every series after the series it needs")
+
+
+def _read_one(patches: Path, name: str, needs: tuple[str, ...], new_ok: bool) -> Series:
+    directory = patches / name
+    index = directory / INDEX
+    if not index.exists():
+        if new_ok:
+            return Series(name, directory, needs)
+        raise UsageError(f"patches/series lists {name}, but there is no patches/{name}/{INDEX}",
+                         hint=f"export it from branch {BRANCH_PREFIX}{name} in qemu/ "
+                              "(`python3 build.py export`), or remove it from patches/series")
+    names = [words[0] for _, words in _index_lines(index)]
+    missing = [n for n in names if not (directory / n).is_file()]
+    if missing:
+        raise UsageError(f"patches/{name}/{INDEX} names missing files: {', '.join(missing)}",
+                         hint=f"fix patches/{name}/{INDEX}, or re-export with "
+                              "`python3 build.py export`")
+    return Series(name, directory, needs, tuple(directory / n for n in names))
+
+
+def read_stack(patches: Path, *, new_ok: bool = False) -> list[Series]:
+    """The series named by patches/series, in order. ``new_ok``: a series
+    without a directory or series file yet is an empty one (for export)."""
+    index = patches / INDEX
+    strays = sorted(p.name for p in patches.glob("*.patch")) if patches.is_dir() else []
+    if not index.exists():
+        if strays:
+            raise UsageError(f"patches/ holds {len(strays)} patch file(s) but no series "
+                             "list: that is the old flat layout", hint=FLAT_LAYOUT_HINT)
+        return []
+    lines = _index_lines(index)
+    if strays or any(w.endswith(".patch") for _, words in lines for w in words):
+        raise UsageError("patches/series lists .patch files (or patches/ holds some): that "
+                         "is the old flat layout; each series now has a directory of its own",
+                         hint=FLAT_LAYOUT_HINT)
+    stack: list[Series] = []
+    for number, words in lines:
+        _check_index_line("patches/series", number, words, [s.name for s in stack])
+        stack.append(_read_one(patches, words[0], tuple(words[2:]), new_ok))
+    listed = {s.name for s in stack}
+    unlisted = sorted(d.name for d in patches.iterdir()
+                      if d.is_dir() and (d / INDEX).exists() and d.name not in listed)
+    if unlisted:
+        raise UsageError(f"patches/series does not list the series in patches/"
+                         f"{', patches/'.join(unlisted)}/",
+                         hint="add it to patches/series where it applies, or remove the "
+                              "directory")
+    return stack
 
 
 def read_series(patches: Path) -> list[Path]:
-    """The patch files named by patches/series, in order (comments skipped)."""
-    series = patches / "series"
-    if not series.exists():
-        return []
-    names = []
-    for line in series.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            names.append(line)
-    missing = [n for n in names if not (patches / n).is_file()]
-    if missing:
-        raise UsageError(f"patches/series names missing files: {', '.join(missing)}",
-                         hint="fix patches/series, or re-export with `build.py export`")
-    return [patches / n for n in names]
+    """Every patch file of every series, in the order they apply."""
+    return [patch for s in read_stack(patches) for patch in s.patches]
 
+
+def needed(stack: list[Series], series: Series) -> list[Series]:
+    """The series ``series`` needs, directly or not, in stack order."""
+    by_name = {s.name: s for s in stack}
+    todo, closure = list(series.needs), set()
+    while todo:
+        name = todo.pop()
+        if name not in closure:
+            closure.add(name)
+            todo += by_name[name].needs
+    return [s for s in stack if s.name in closure]
+
+
+def stacked_alone(stack: list[Series], series: Series) -> bool:
+    """True when ``series`` needs less than the series stacked below it,
+    so it must also apply (and build) on top of only what it needs."""
+    below = stack[:stack.index(series)]
+    return [s.name for s in needed(stack, series)] != [s.name for s in below]
+
+
+# -- patch ids ---------------------------------------------------------------
 
 def _patch_ids(git: Git, text: str) -> list[str]:
     out = git.out("patch-id", "--stable", input=text)
@@ -50,27 +195,197 @@ def patch_id_of_file(git: Git, patch: Path) -> str:
     return ids[0] if ids else ""
 
 
-def branch_patch_ids(git: Git, base: str, branch: str) -> list[str]:
-    ids = []
-    for rev in git.out("rev-list", "--reverse", f"{base}..{branch}").split():
-        found = _patch_ids(git, git("show", "--format=", "--patch", rev).stdout)
-        ids.append(found[0] if found else "")
-    return ids
+def range_patch_ids(git: Git, start: str, end: str) -> list[str]:
+    """Stable patch ids of the commits of ``start..end``, oldest first
+    ("" for a commit without a diff)."""
+    revs = git.revs(start, end)
+    if not revs:
+        return []
+    text = git("log", "-p", "--no-color", "--no-ext-diff", "--format=commit %H",
+               f"{start}..{end}").stdout
+    by_commit = {}
+    for line in git.out("patch-id", "--stable", input=text).splitlines():
+        pid, _, commit = line.partition(" ")
+        by_commit[commit.strip()] = pid
+    return [by_commit.get(rev, "") for rev in revs]
+
+
+# -- qemu/ --------------------------------------------------------------------
+
+def open_tree(layout: Layout, log: StageLog, doing: str) -> Git:
+    """The QEMU work tree, refusing while git am or a rebase is unfinished."""
+    git = Git(layout.qemu, log)
+    if not git.is_repo():
+        raise UsageError(f"{layout.qemu} is not imported yet",
+                         hint="run `python3 build.py import` first")
+    if git.am_in_progress():
+        raise PatchConflict(
+            "a `git am` is still in progress in qemu/",
+            hint="resolve it (`git -C qemu am --continue` after fixing, or "
+                 f"`git -C qemu am --abort`), then run `build.py {doing}` again")
+    if git.rebase_in_progress():
+        raise PatchConflict(
+            "a `git rebase` is still in progress in qemu/",
+            hint="finish it (`git -C qemu rebase --continue`) or abort it "
+                 f"(`git -C qemu rebase --abort`), then run `build.py {doing}` again")
+    return git
+
+
+def describe_files(files: list[str]) -> str:
+    return ", ".join(files[:5]) + (", ..." if len(files) > 5 else "")
+
+
+def _state_path(git: Git, name: str) -> Path:
+    return git.gitdir() / name
+
+
+def resolutions(git: Git) -> dict[str, str]:
+    """{patch id of a commit: patch id of the file it resolved} after conflicts."""
+    path = _state_path(git, RESOLVED_STATE)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def forget_resolutions(git: Git) -> None:
+    for name in (CONFLICT_STATE, RESOLVED_STATE):
+        _state_path(git, name).unlink(missing_ok=True)
+
+
+def _take_resolution(git: Git, base: str, top: str, log: StageLog) -> None:
+    """After `git am --continue`, remember that the commit made from the
+    conflicting patch is that patch (it has another patch id now)."""
+    path = _state_path(git, CONFLICT_STATE)
+    if not path.exists():
+        return
+    state = json.loads(path.read_text())
+    path.unlink()
+    revs = git.revs(base, top)
+    position = state["position"]
+    if len(revs) <= position:
+        return  # the am was aborted
+    resolved = range_patch_ids(git, f"{revs[position]}~1", revs[position])[0]
+    if resolved and resolved != state["patch_id"]:
+        table = resolutions(git)
+        table[resolved] = state["patch_id"]
+        _state_path(git, RESOLVED_STATE).write_text(json.dumps(table, indent=2) + "\n")
+        log.note(f"{state['patch']} was resolved by hand as {revs[position][:12]}; "
+                 "`build.py export` writes the resolution to patches/")
 
 
 @dataclass(frozen=True)
 class ApplyResult:
-    applied: list[str]
-    already: int
+    applied: list[str]          # "series/patch file" applied by this run
+    already: int                # patches that were on the branch before
     head: str
+    branches: dict[str, str]    # series-NAME -> commit
 
 
-def _checkout_branch(git: Git, baseline: Baseline) -> None:
-    branch = baseline.patched_branch
-    if git.rev(f"refs/heads/{branch}") is None:
-        git("branch", branch, baseline.base_tag)
-    if git.current_branch() != branch:
-        git("checkout", "-q", branch)
+def _series_ends(stack: list[Series]) -> list[int]:
+    ends, total = [], 0
+    for s in stack:
+        total += len(s.patches)
+        ends.append(total)
+    return ends
+
+
+def _mismatched_branches(git: Git, stack: list[Series], revs: list[str], base: str,
+                         applied: int) -> list[str]:
+    """series-* branches that do not sit where patches/ puts them."""
+    wrong = []
+    for s, end in zip(stack, _series_ends(stack), strict=True):
+        current = git.rev(f"refs/heads/{s.branch}")
+        if current is None:
+            continue
+        if end <= applied:
+            if current != (revs[end - 1] if end else base):
+                wrong.append(s.branch)
+        elif not git.is_ancestor(current, "HEAD"):
+            wrong.append(s.branch)
+    return wrong
+
+
+def _backup(git: Git, stack: list[Series], top: str, log: StageLog) -> None:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    top_rev = git.rev(f"refs/heads/{top}")
+    git("branch", f"{top}-backup-{stamp}", top_rev)
+    kept = [f"{top}-backup-{stamp}"]
+    for s in stack:
+        rev = git.rev(f"refs/heads/{s.branch}")
+        if rev and not git.is_ancestor(rev, top_rev):
+            git("branch", f"{s.branch}-backup-{stamp}", rev)
+            kept.append(f"{s.branch}-backup-{stamp}")
+    log.note(f"kept the old branches as {', '.join(kept)}")
+
+
+def apply_series(layout: Layout, baseline: Baseline, log: StageLog, *,
+                 reset: bool = False) -> ApplyResult:
+    git = open_tree(layout, log, "apply")
+    dirty = git.dirty_files()
+    if dirty:
+        raise PatchConflict(
+            f"qemu/ has uncommitted changes ({describe_files(dirty)}); refusing to apply "
+            "over them",
+            hint="commit them (then `build.py export`) or stash them; nothing was changed")
+    stack = read_stack(layout.patches)
+    top, base_ref = baseline.patched_branch, baseline.base_tag
+    base = git.rev(base_ref)
+    if base is None:
+        raise UsageError(f"qemu/ has no {base_ref} tag", hint="run `python3 build.py import`")
+    if git.rev(f"refs/heads/{top}") is None:
+        git("branch", top, base_ref)
+    if git.current_branch() != top:
+        git("checkout", "-q", top)
+    # `git rebase -i` then moves each series-* branch along with its commits
+    git("config", "rebase.updateRefs", "true")
+    _take_resolution(git, base_ref, top, log)
+
+    plan = [(s, patch) for s in stack for patch in s.patches]
+    want = [patch_id_of_file(git, patch) for _, patch in plan]
+    seen_as = resolutions(git)
+    revs = git.revs(base_ref, top)
+    have = [seen_as.get(pid, pid) for pid in range_patch_ids(git, base_ref, top)]
+    extra = len(have) - len(want) if have[:len(want)] == want else 0
+    diverged = extra <= 0 and have != want[:len(have)]
+    wrong = [] if diverged else _mismatched_branches(git, stack, revs, base, len(have))
+    if (diverged or wrong) and not reset:
+        what = (f"the `{top}` branch in qemu/ has {len(have)} commit(s) that differ from "
+                "patches/" if diverged else
+                f"branch(es) {', '.join(wrong)} in qemu/ do not end where patches/ ends "
+                "those series")
+        raise PatchConflict(
+            what, hint="keep qemu/: `python3 build.py export`; or set it aside and start "
+                       "from patches/: `python3 build.py apply --reset` (the old branches "
+                       "are kept as backup branches)")
+    if diverged or wrong:
+        _backup(git, stack, top, log)
+    if diverged:
+        git("reset", "-q", "--hard", base_ref)
+        forget_resolutions(git)
+        have = []
+    if extra > 0:
+        log.note(f"{extra} commit(s) on `{top}` after the last series are not in patches/; "
+                 "rebase them into their series (`git -C qemu rebase -i series-base`), "
+                 "then `build.py export`")
+
+    applied = []
+    for position, (s, patch) in enumerate(plan[len(have):], start=len(have)):
+        try:
+            git.am("-3", "--keep-cr", str(patch))
+        except CommandFailed as exc:
+            _state_path(git, CONFLICT_STATE).write_text(json.dumps(
+                {"series": s.name, "patch": f"{s.name}/{patch.name}", "position": position,
+                 "patch_id": want[position]}) + "\n")
+            raise _conflict(git, s, patch, exc) from exc
+        applied.append(f"{s.name}/{patch.name}")
+
+    revs = git.revs(base_ref, top)
+    branches = {}
+    for s, end in zip(stack, _series_ends(stack), strict=True):
+        branches[s.branch] = revs[end - 1] if end else base
+        git("branch", "-f", s.branch, branches[s.branch])
+    return ApplyResult(applied, len(have), git.rev("HEAD"), branches)
 
 
 # What `git am -3` / `git apply` print about the file they could not handle.
@@ -94,106 +409,13 @@ def conflicting_files(git: Git, output: str) -> list[str]:
     return list(dict.fromkeys(files))
 
 
-def apply_series(layout: Layout, baseline: Baseline, log: StageLog, *,
-                 reset: bool = False) -> ApplyResult:
-    git = Git(layout.qemu, log)
-    if not git.is_repo():
-        raise UsageError(f"{layout.qemu} is not imported yet",
-                         hint="run `python3 build.py import` first")
-    if git.am_in_progress():
-        raise PatchConflict(
-            "a `git am` is still in progress in qemu/",
-            hint="resolve it (`git -C qemu am --continue` after fixing, or "
-                 "`git -C qemu am --abort`), then run the stage again")
-    dirty = git.dirty_files()
-    if dirty:
-        raise PatchConflict(
-            f"qemu/ has uncommitted changes ({', '.join(dirty[:5])}"
-            f"{', ...' if len(dirty) > 5 else ''}); refusing to apply over them",
-            hint="commit them (then `build.py export`) or stash them; nothing was changed")
-    patches = read_series(layout.patches)
-    _checkout_branch(git, baseline)
-    want = [patch_id_of_file(git, p) for p in patches]
-    have = branch_patch_ids(git, baseline.base_tag, "HEAD")
-    if len(have) > len(want) and have[:len(want)] == want:
-        log.note(f"{len(have) - len(want)} commit(s) on the branch are not exported yet; "
-                 "`build.py export` writes them to patches/")
-        return ApplyResult([], len(want), git.rev("HEAD"))
-    if have != want[:len(have)]:
-        if not reset:
-            raise PatchConflict(
-                f"the `{baseline.patched_branch}` branch in qemu/ has {len(have)} commit(s) "
-                "that differ from patches/series",
-                hint="keep them: `python3 build.py export`; or set them aside and start "
-                     "from patches/: `python3 build.py apply --reset` (the old branch is "
-                     "kept as a backup branch)")
-        backup = f"{baseline.patched_branch}-backup-{time.strftime('%Y%m%d-%H%M%S')}"
-        git("branch", backup)
-        log.note(f"kept the old branch as {backup}")
-        git("reset", "-q", "--hard", baseline.base_tag)
-        have = []
-    todo = patches[len(have):]
-    for patch in todo:
-        try:
-            git.am("-3", "--keep-cr", str(patch))
-        except CommandFailed as exc:
-            files = conflicting_files(git, exc.output)
-            raise PatchConflict(
-                f"patch {patch.name} does not apply"
-                + (f"; conflicts in: {', '.join(files)}" if files else ""),
-                log=exc.log,
-                hint="resolve the conflicts in qemu/, `git -C qemu add <files>`, "
-                     "`git -C qemu am --continue`, then `python3 build.py export`; "
-                     "or give up with `git -C qemu am --abort`") from exc
-    return ApplyResult([p.name for p in todo], len(have), git.rev("HEAD"))
-
-
-def _split_cover(text: str) -> tuple[str, str, str]:
-    """(headers, subject, blurb) of a cover letter."""
-    headers, _, body = text.partition("\n\n")
-    m = re.search(r"^Subject: \[[^\]]*\] ?(.*(?:\n [^\n]*)*)$", headers, re.M)
-    subject = m.group(1).replace("\n ", " ").strip() if m else SUBJECT_PLACEHOLDER
-    # The blurb ends where git's shortlog ("Name (N):") starts.
-    blurb = re.split(r"\n(?=[^\n]+ \(\d+\):\n)", body, maxsplit=1)[0].rstrip()
-    return headers, subject, blurb
-
-
-def merge_cover(old: str, new: str) -> str:
-    """The regenerated cover letter ``new`` with the text of ``old`` kept:
-    its From/Date headers, subject and blurb; shortlog and diffstat are new."""
-    old_headers, subject, blurb = _split_cover(old)
-    new_headers, _, new_body = new.partition("\n\n")
-    prefix = re.search(r"^Subject: (\[[^\]]*\])", new_headers, re.M)
-    headers = re.sub(r"^Subject: .*(?:\n [^\n]*)*$",
-                     lambda _: f"Subject: {prefix.group(1) if prefix else '[PATCH]'} {subject}",
-                     old_headers, count=1, flags=re.M)
-    tail = new_body.split(BLURB_PLACEHOLDER, 1)[-1]
-    return f"{headers}\n\n{blurb}{tail}"
-
-
-def export_series(layout: Layout, baseline: Baseline, log: StageLog) -> list[str]:
-    git = Git(layout.qemu, log)
-    if not git.is_repo():
-        raise UsageError(f"{layout.qemu} is not imported yet",
-                         hint="run `python3 build.py import` first")
-    if git.am_in_progress():
-        raise PatchConflict("a `git am` is in progress in qemu/",
-                            hint="finish or abort it before exporting")
-    layout.patches.mkdir(parents=True, exist_ok=True)
-    cover = layout.patches / COVER
-    kept = cover.read_text() if cover.exists() else None
-    count = int(git.out("rev-list", "--count", f"{baseline.base_tag}..HEAD"))
-    old = {p.name for p in layout.patches.glob("[0-9][0-9][0-9][0-9]-*.patch")}
-    names: list[str] = []
-    if count:
-        out = git.out("format-patch", "--zero-commit", "--no-signature", "--cover-letter",
-                      "--no-numbered-files", "-o", str(layout.patches),
-                      f"{baseline.base_tag}..HEAD")
-        written = [Path(line).name for line in out.splitlines() if line.strip()]
-        names = [n for n in written if n != COVER]
-        if kept:
-            cover.write_text(merge_cover(kept, cover.read_text()))
-    for stale in old - set(names) - {COVER}:
-        (layout.patches / stale).unlink()
-    (layout.patches / "series").write_text("".join(n + "\n" for n in names))
-    return names
+def _conflict(git: Git, s: Series, patch: Path, exc: CommandFailed) -> PatchConflict:
+    files = conflicting_files(git, exc.output)
+    return PatchConflict(
+        f"series {s.name}: patch {patch.name} does not apply"
+        + (f"; conflicts in: {', '.join(files)}" if files else ""),
+        log=exc.log,
+        hint="resolve the conflicts in qemu/, `git -C qemu add <files>`, "
+             "`git -C qemu am --continue`, then `python3 build.py apply` (it applies the "
+             "rest and sets the series-* branches) and `python3 build.py export`; or give "
+             "up with `git -C qemu am --abort`")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from . import baseline, bisect, bootstrap, peers, port, qbuild, report, review, series
+from . import baseline, bisect, bootstrap, export, peers, port, qbuild, report, review, series
 from .config import BASELINE_ENV, PROFILES
 from .errors import BuildFailed, EnvironmentProblem, PatchConflict, TestsFailed, UsageError
 from .git import Git
@@ -43,8 +43,8 @@ def apply(ctx: Context, log: StageLog) -> str:
     require_tree(ctx, "apply")
     res = series.apply_series(ctx.layout, ctx.baseline, log,
                               reset=ctx.options.get("reset", False))
-    return (f"applied {len(res.applied)} patch(es), {res.already} already applied; "
-            f"HEAD {res.head[:12]}")
+    return (f"applied {len(res.applied)} patch(es), {res.already} already applied, "
+            f"{len(res.branches)} series; HEAD {res.head[:12]}")
 
 
 def _profiles(ctx: Context) -> list[str]:
@@ -85,15 +85,17 @@ def images(ctx: Context, log: StageLog) -> str:
     return f"guest kernel {guest.kernel.name}, initrd {guest.initrd}"
 
 
-def export(ctx: Context, log: StageLog) -> str:
+def export_(ctx: Context, log: StageLog) -> str:
     # Saving work is never refused: export is the first step of moving qemu/
     # to another baseline, so it works whatever profile the tree came from.
     marker = baseline.read_marker(ctx.layout.qemu)
     if marker and not baseline.marker_matches(marker, ctx.baseline):
         log.note(f"qemu/ holds {marker.get('ident')}, not the selected "
                  f"{ctx.baseline.ident}; exporting its series all the same")
-    names = series.export_series(ctx.layout, ctx.baseline, log)
-    return f"exported {len(names)} patch(es) to {ctx.layout.patches}"
+    written = export.export_series(ctx.layout, ctx.baseline, log,
+                                   force=ctx.options.get("force", False))
+    count = sum(len(names) for names in written.values())
+    return f"exported {count} patch(es) in {len(written)} series to {ctx.layout.patches}"
 
 
 def status(ctx: Context, log: StageLog) -> str:
@@ -112,10 +114,20 @@ def status(ctx: Context, log: StageLog) -> str:
         lines.append("qemu/: not imported")
     if marker:
         git = Git(lay.qemu, log)
-        ahead = git.out("rev-list", "--count", f"{ctx.baseline.base_tag}..HEAD")
-        npatch = len(series.read_series(lay.patches))
-        lines.append(f"qemu/: branch {git.current_branch()}, {ahead} commit(s) on "
-                     f"{ctx.baseline.base_tag}; patches/series has {npatch}")
+        top = ctx.baseline.patched_branch
+        below = ctx.baseline.base_tag
+        ahead = len(git.revs(below, top)) if git.rev(top) else 0
+        lines.append(f"qemu/: HEAD on {git.current_branch() or 'no branch (detached)'}; "
+                     f"`{top}` has {ahead} commit(s) on {below}")
+        for s in series.read_stack(lay.patches, new_ok=True):
+            if git.rev(f"refs/heads/{s.branch}"):
+                on_branch = f"{len(git.revs(below, s.branch))} commit(s) on {s.branch}"
+                below = s.branch
+            else:
+                on_branch = f"no branch {s.branch}"
+            needs = f" (needs {', '.join(s.needs)})" if s.needs else ""
+            lines.append(f"series {s.name}{needs}: {len(s.patches)} patch(es) in "
+                         f"patches/{s.name}/, {on_branch}")
         dirty = git.dirty_files()
         if dirty:
             lines.append(f"qemu/: uncommitted changes in {len(dirty)} file(s)")
@@ -142,7 +154,8 @@ def clean(ctx: Context, log: StageLog) -> str:
         if (lay.qemu / ".git").exists() and not ctx.options.get("force"):
             git = Git(lay.qemu, log)
             want = [series.patch_id_of_file(git, p) for p in series.read_series(lay.patches)]
-            have = series.branch_patch_ids(git, ctx.baseline.base_tag, "HEAD")
+            have = series.range_patch_ids(git, ctx.baseline.base_tag,
+                                          ctx.baseline.patched_branch)
             if have != want or git.dirty_files():
                 raise PatchConflict(
                     "qemu/ holds work that is not in patches/",
@@ -241,10 +254,12 @@ def report_(ctx: Context, log: StageLog) -> str:
 STAGES = {
     "setup": Stage("setup", setup, "install Debian build deps (as root) and the venv"),
     "import": Stage("import", import_, "import the pinned baseline into qemu/"),
-    "apply": Stage("apply", apply, "apply patches/series on the series branch"),
+    "apply": Stage("apply", apply,
+                   "apply the series of patches/ in order: branches series-NAME, series"),
     "build": Stage("build", build, "configure + ninja: patched and stock"),
     "images": Stage("images", images, "build the test guest (kernel + initramfs)"),
-    "export": Stage("export", export, "format-patch qemu/ back into patches/"),
+    "export": Stage("export", export_,
+                    "format-patch each series-NAME branch of qemu/ back into patches/NAME/"),
     "status": Stage("status", status, "show baseline, series and builds"),
     "clean": Stage("clean", clean, "remove builds (--trees: the QEMU trees too)"),
     "checkpatch": Stage("checkpatch", checkpatch,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from harness.config import BASELINE_ENV, Layout, select_baseline  # noqa: E402
-from harness.runner import StageLog  # noqa: E402
+from harness.runner import NullLog, StageLog  # noqa: E402
 
 MESON = """roms = []
 foreach f : fds
@@ -117,3 +118,88 @@ def commit_change(tree: Path, path: str, text: str, subject: str, body: str = ""
     (tree / path).write_text(text)
     git(tree, "add", path)
     git(tree, "commit", "-q", "-s", "-m", f"{subject}\n\n{body or 'Because tests.'}")
+
+
+# The series the project plans, as toy commits: (name, needs, commits), each
+# commit (path, new text, subject).
+TOY_STACK = [
+    ("stable-fixes", (), [
+        ("block/qcow2-snapshot.c", "int snapshot;\nint fixed;\n", "qcow2: fix a leak"),
+    ]),
+    ("snapshot-identity", ("stable-fixes",), [
+        ("block/qcow2-snapshot.c", "int snapshot;\nint fixed;\nint uuid;\n",
+         "qcow2: add snapshot UUIDs"),
+        ("docs/uuid.txt", "uuid docs\n", "docs: describe snapshot UUIDs"),
+    ]),
+    ("vm-lineage", ("snapshot-identity",), [
+        ("migration/savevm.c", "int lineage;\n", "migration: record VM snapshot lineage"),
+    ]),
+    ("query-netdevs", (), [
+        ("net/net.c", "int netdevs;\n", "net: remember each backend's configuration"),
+        ("qapi/net.json", "{ 'command': 'query-netdevs' }\n", "qapi/net: add query-netdevs"),
+    ]),
+]
+
+
+def make_stack(layout, stack=TOY_STACK, branch: str = "series") -> None:
+    """Commit each series on ``branch`` of the imported qemu/, give it its
+    series-NAME branch, and list the series in patches/series."""
+    tree = layout.qemu
+    git(tree, "checkout", "-q", branch)
+    lines = []
+    for name, needs, commits in stack:
+        for path, text, subject in commits:
+            commit_change(tree, path, text, subject,
+                          f"The {name} series needs this change.")
+        git(tree, "branch", "-f", f"series-{name}")
+        lines.append(name + (f" needs {' '.join(needs)}" if needs else ""))
+    layout.patches.mkdir(exist_ok=True)
+    (layout.patches / "series").write_text("# the series, in order\n" + "\n".join(lines)
+                                           + "\n")
+
+
+def snapshot_dir(path: Path) -> dict[str, str]:
+    """Every file under ``path`` (relative name -> text), for before/after checks."""
+    return {str(p.relative_to(path)): p.read_text() for p in sorted(path.rglob("*"))
+            if p.is_file()}
+
+
+def _copy_of_template(project, tmp_path_factory, name: str, make) -> object:
+    """``project`` after ``make(project)``: made once per test session and
+    copied for each test (a toy tree costs dozens of git commands)."""
+    template = tmp_path_factory.getbasetemp() / f"template-{name}"
+    if not template.exists():
+        scratch = template.with_name(template.name + ".tmp")
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.copytree(project.root, scratch / "proj")
+        layout = Layout(root=scratch / "proj", cache=project.layout.cache)
+        make(type("Project", (), {"layout": layout, "baseline": project.baseline,
+                                  "tarball": project.tarball}))
+        # the stock worktree would still point at the template
+        git(layout.qemu, "worktree", "remove", "--force", str(layout.stock))
+        scratch.rename(template)
+    shutil.copytree(template / "proj", project.root, symlinks=True, dirs_exist_ok=True)
+    return project
+
+
+def _import(project) -> None:
+    from harness import baseline
+    baseline.import_baseline(project.layout, project.baseline, NullLog(),
+                             tarball=project.tarball)
+
+
+@pytest.fixture
+def imported(project, tmp_path_factory):
+    """The fake baseline imported into qemu/ (no qemu-stock/)."""
+    return _copy_of_template(project, tmp_path_factory, "imported", _import)
+
+
+@pytest.fixture
+def exported(project, tmp_path_factory):
+    """The toy stack (TOY_STACK) committed in qemu/ and exported to patches/."""
+    def make(proj):
+        from harness import export
+        _import(proj)
+        make_stack(proj.layout)
+        export.export_series(proj.layout, proj.baseline, NullLog())
+    return _copy_of_template(project, tmp_path_factory, "exported", make)

@@ -256,11 +256,13 @@ def test_test_stage_hands_the_baseline_down(tmp_path, log, monkeypatch):
 def test_export_works_on_a_tree_of_another_baseline(project, log):
     """export is the first step of moving qemu/ to another profile: never refused."""
     cli = _cli_project(project, log)
-    from conftest import commit_change
+    from conftest import commit_change, git
     commit_change(project.layout.qemu, "README.rst", "fake qemu\nmore\n", "docs: more")
+    git(project.layout.qemu, "branch", "series-docs")
+    (project.layout.patches / "series").write_text("docs\n")
     res = cli("export")
     assert res.returncode == 0, res.stderr
-    assert (project.layout.patches / "0001-docs-more.patch").exists()
+    assert (project.layout.patches / "docs" / "0001-docs-more.patch").exists()
     res = cli("clean", "--trees")
     assert res.returncode == 0, res.stderr
     assert not project.layout.qemu.exists()

@@ -9,9 +9,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import FAKE_FILES, commit_change, git, make_tarball
+from conftest import FAKE_FILES, git, make_stack, make_tarball
 
-from harness import baseline, port, report, series, stages
+from harness import baseline, export, port, report, series, stages
 from harness.config import Layout
 from harness.pipeline import Context
 
@@ -33,17 +33,16 @@ def ported(project, log, monkeypatch):
     sha = make_tarball(project.tarball, TOY)
     project.baseline = replace(project.baseline, orig_sha256=sha)
     baseline.import_baseline(project.layout, project.baseline, log, tarball=project.tarball)
-    tree = project.layout.qemu
-    commit_change(tree, "main.c", "int f(void);\nint main(void) { return 0; }\n",
-                  "toy: declare f")
-    commit_change(tree, "main.c", "int f(void)\nint main(void) { return 0; }\n",
-                  "toy: break the build")
-    commit_change(tree, "main.c", "int f(void);\nint main(void) { return 1; }\n",
-                  "toy: fix it again")
-    commit_change(tree, "block/qcow2-snapshot.c", "int snapshot;\nint uuid;\n",
-                  "qcow2: a snapshot uuid")
-    commit_change(tree, "README.rst", "fake qemu\nwith uuids\n", "docs: mention uuids")
-    series.export_series(project.layout, project.baseline, log)
+    make_stack(project.layout, [
+        ("toy", (), [
+            ("main.c", "int f(void);\nint main(void) { return 0; }\n", "toy: declare f"),
+            ("main.c", "int f(void)\nint main(void) { return 0; }\n", "toy: break the build"),
+            ("main.c", "int f(void);\nint main(void) { return 1; }\n", "toy: fix it again"),
+            ("block/qcow2-snapshot.c", "int snapshot;\nint uuid;\n", "qcow2: a snapshot uuid"),
+            ("README.rst", "fake qemu\nwith uuids\n", "docs: mention uuids"),
+        ]),
+    ])
+    export.export_series(project.layout, project.baseline, log)
 
     old_tarball = project.tmp / "qemu_9.0.0+ds.orig.tar.xz"
     old_files = dict(TOY, VERSION="9.0.0\n",

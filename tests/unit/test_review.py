@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import commit_change, git
+from conftest import git, make_stack
 
-from harness import baseline, bisect, report, review, series
+from harness import bisect, export, report, review, series
 from harness.config import Layout
 from harness.git import Git
+from harness.runner import NullLog
 
 DATA = Path(__file__).parent / "data"
 
@@ -94,15 +95,15 @@ def test_hygiene_problems(mutate, problem):
 
 
 @pytest.fixture
-def toy(project, log, monkeypatch):
-    """A fake imported tree whose 'configure' writes a real build.ninja."""
+def toy(imported, monkeypatch):
+    """A fake imported tree whose 'configure' writes a real build.ninja, and
+    a series 'toy' of three patches; the second breaks the build."""
     ninja = Path(sys.executable).parent / "ninja"
     if not ninja.exists():
         pytest.skip("ninja is not installed in the venv running the tests "
                     "(python3 build.py setup installs it)")
     monkeypatch.setattr(Layout, "tool", lambda self, name: str(ninja))
-    baseline.import_baseline(project.layout, project.baseline, log, tarball=project.tarball)
-    tree = project.layout.qemu
+    tree = imported.layout.qemu
     (tree / "configure").write_text(
         "#!/bin/sh\nprintf 'rule cc\\n  command = gcc -Wall -Werror -c $in -o $out\\n"
         "build main.o: cc ../main.c\\n' > build.ninja\n")
@@ -110,14 +111,15 @@ def toy(project, log, monkeypatch):
     git(tree, "add", "-A")
     git(tree, "commit", "-q", "-m", "toy build")
     git(tree, "tag", "-f", "series-base")
-    commit_change(tree, "main.c", "int f(void);\nint main(void) { return 0; }\n",
-                  "toy: declare f")
-    commit_change(tree, "main.c", "int f(void)\nint main(void) { return 0; }\n",
-                  "toy: break the build")
-    commit_change(tree, "main.c", "int f(void);\nint main(void) { return 1; }\n",
-                  "toy: fix it again")
-    series.export_series(project.layout, project.baseline, log)
-    return project
+    make_stack(imported.layout, [
+        ("toy", (), [
+            ("main.c", "int f(void);\nint main(void) { return 0; }\n", "toy: declare f"),
+            ("main.c", "int f(void)\nint main(void) { return 0; }\n", "toy: break the build"),
+            ("main.c", "int f(void);\nint main(void) { return 1; }\n", "toy: fix it again"),
+        ]),
+    ])
+    export.export_series(imported.layout, imported.baseline, NullLog())
+    return imported
 
 
 def test_bisect_finds_the_patch_that_breaks_the_build(toy, log):

@@ -1,4 +1,4 @@
-"""apply / export of the series on a fake imported tree."""
+"""patches/ as several series, and apply onto per-series branches (toy trees)."""
 
 from __future__ import annotations
 
@@ -7,126 +7,257 @@ import shutil
 import pytest
 from conftest import commit_change, git
 
-from harness import baseline, series
+from harness import export, series
 from harness.errors import PatchConflict, UsageError
 
-
-@pytest.fixture
-def imported(project, log):
-    baseline.import_baseline(project.layout, project.baseline, log, tarball=project.tarball)
-    return project
+NAMES = ["stable-fixes", "snapshot-identity", "vm-lineage", "query-netdevs"]
 
 
-def _write_series(imported, log):
-    tree = imported.layout.qemu
-    commit_change(tree, "block/qcow2-snapshot.c", "int snapshot;\nint uuid;\n",
-                  "qcow2: add snapshot UUIDs")
-    commit_change(tree, "docs/uuid.txt", "uuid docs\n", "docs: describe snapshot UUIDs")
-    names = series.export_series(imported.layout, imported.baseline, log)
-    return names
+def _fresh_qemu(project):
+    """qemu/ back at series-base, without any series branch."""
+    tree = project.layout.qemu
+    git(tree, "checkout", "-q", "--detach", "series-base")
+    for ref in git(tree, "for-each-ref", "--format=%(refname:short)", "refs/heads").split():
+        git(tree, "branch", "-q", "-D", ref)
+    git(tree, "checkout", "-q", "-b", "series")
 
 
-def test_export_writes_numbered_patches_series_and_cover(imported, log):
-    names = _write_series(imported, log)
-    patches = imported.layout.patches
-    assert names == ["0001-qcow2-add-snapshot-UUIDs.patch",
-                     "0002-docs-describe-snapshot-UUIDs.patch"]
-    assert (patches / "series").read_text().splitlines() == names
-    assert (patches / series.COVER).exists()
-    first = (patches / names[0]).read_text()
-    assert first.startswith("From 0000000000000000000000000000000000000000")
-    assert "Subject: [PATCH 1/2] qcow2: add snapshot UUIDs" in first
+def _write_index(patches, text):
+    patches.mkdir(exist_ok=True)
+    (patches / "series").write_text(text)
 
 
-def test_apply_then_export_round_trips(imported, log, tmp_path):
-    names = _write_series(imported, log)
-    cover = imported.layout.patches / series.COVER
-    text = cover.read_text().replace(series.SUBJECT_PLACEHOLDER, "snapshot identity")
-    cover.write_text(text.replace(series.BLURB_PLACEHOLDER, "Why we do this."))
-    saved = {p.name: p.read_text() for p in imported.layout.patches.iterdir()}
-    # start again from the baseline and apply patches/
-    tree = imported.layout.qemu
-    git(tree, "checkout", "-q", "series-base")
-    git(tree, "branch", "-D", "series")
-    res = series.apply_series(imported.layout, imported.baseline, log)
-    assert res.applied == names
-    # applying again is a no-op
-    assert series.apply_series(imported.layout, imported.baseline, log).applied == []
-    series.export_series(imported.layout, imported.baseline, log)
-    again = {p.name: p.read_text() for p in imported.layout.patches.iterdir()}
-    assert again == saved
-    assert "Subject: [PATCH 0/2] snapshot identity" in again[series.COVER]
-    assert "Why we do this." in again[series.COVER]
+def _series_dir(patches, name, files=("0001-a-b.patch",)):
+    (patches / name).mkdir(parents=True)
+    for f in files:
+        (patches / name / f).write_text("x\n")
+    (patches / name / "series").write_text("".join(f + "\n" for f in files))
 
 
-def test_export_drops_patches_that_left_the_series(imported, log):
-    _write_series(imported, log)
-    git(imported.layout.qemu, "reset", "-q", "--hard", "HEAD~1")
-    names = series.export_series(imported.layout, imported.baseline, log)
-    assert names == ["0001-qcow2-add-snapshot-UUIDs.patch"]
-    assert sorted(p.name for p in imported.layout.patches.glob("000[1-9]*")) == names
+# -- the layout of patches/ -----------------------------------------------------
+
+def test_read_stack_names_needs_and_patches_in_order(tmp_path):
+    patches = tmp_path / "patches"
+    _write_index(patches, "# series, in order\nstable-fixes\n\nsnapshot-identity needs "
+                          "stable-fixes  # the feature\nquery-netdevs\n")
+    _series_dir(patches, "stable-fixes", ["0001-qcow2-fix.patch"])
+    _series_dir(patches, "snapshot-identity", ["0001-a-one.patch", "0002-a-two.patch"])
+    _series_dir(patches, "query-netdevs", ["0001-net-x.patch"])
+    stack = series.read_stack(patches)
+    assert [(s.name, s.needs, s.branch) for s in stack] == [
+        ("stable-fixes", (), "series-stable-fixes"),
+        ("snapshot-identity", ("stable-fixes",), "series-snapshot-identity"),
+        ("query-netdevs", (), "series-query-netdevs")]
+    assert [p.relative_to(patches).as_posix() for p in series.read_series(patches)] == [
+        "stable-fixes/0001-qcow2-fix.patch", "snapshot-identity/0001-a-one.patch",
+        "snapshot-identity/0002-a-two.patch", "query-netdevs/0001-net-x.patch"]
+    assert not series.stacked_alone(stack, stack[1])
+    assert series.stacked_alone(stack, stack[2])
+    assert [s.name for s in series.needed(stack, stack[2])] == []
 
 
-def test_conflicting_patch_names_patch_and_files(imported, log, tmp_path):
-    _write_series(imported, log)
-    tree = imported.layout.qemu
-    # the baseline changes under the series: patch 1 no longer applies
-    git(tree, "checkout", "-q", "series-base")
-    git(tree, "branch", "-D", "series")
-    (tree / "block/qcow2-snapshot.c").write_text("int something_else;\n")
+def test_needs_are_followed_through(tmp_path):
+    patches = tmp_path / "patches"
+    _write_index(patches, "a\nb needs a\nc\nd needs b c\n")
+    for name in "abcd":
+        _series_dir(patches, name)
+    stack = series.read_stack(patches)
+    assert [s.name for s in series.needed(stack, stack[3])] == ["a", "b", "c"]
+    assert not series.stacked_alone(stack, stack[3])
+    assert series.stacked_alone(stack, stack[2])
+
+
+def test_no_patches_directory_content_is_an_empty_stack(tmp_path):
+    (tmp_path / "patches").mkdir()
+    assert series.read_stack(tmp_path / "patches") == []
+    assert series.read_series(tmp_path / "patches") == []
+
+
+@pytest.mark.parametrize("index", ["0001-qcow2-a.patch\n0002-qcow2-b.patch\n", None])
+def test_old_flat_layout_names_the_commands_that_move_it(tmp_path, index):
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    (patches / "0000-cover-letter.patch").write_text("cover\n")
+    (patches / "0001-qcow2-a.patch").write_text("a\n")
+    (patches / "0002-qcow2-b.patch").write_text("b\n")
+    if index is not None:
+        (patches / "series").write_text(index)
+    with pytest.raises(UsageError) as err:
+        series.read_series(patches)
+    assert "old flat layout" in err.value.message
+    assert ("mkdir patches/snapshot-identity && git mv patches/[0-9]*.patch patches/series "
+            "patches/snapshot-identity/ && echo snapshot-identity > patches/series"
+            in err.value.hint)
+
+
+@pytest.mark.parametrize("index, message", [
+    ("a needs b\nb\n", "line 1: a needs b, which is not listed before it"),
+    ("a\na\n", "line 2: series a is listed twice"),
+    ("a\nb requires a\n", "line 2: expected `NAME [needs NAME ...]`"),
+    ("a needs\n", "line 1: expected `NAME [needs NAME ...]`"),
+    ("base\n", "'base' cannot name a series"),
+    ("a\nnot/a/name\n", "'not/a/name' cannot name a series"),
+    ("a\nmissing\n", "there is no patches/missing/series"),
+])
+def test_bad_series_lists(tmp_path, index, message):
+    patches = tmp_path / "patches"
+    _write_index(patches, index)
+    for name in "ab":
+        _series_dir(patches, name)
+    with pytest.raises(UsageError, match="patches/series") as err:
+        series.read_stack(patches)
+    assert message in err.value.message
+
+
+def test_a_series_directory_not_listed_is_an_error(tmp_path):
+    patches = tmp_path / "patches"
+    _write_index(patches, "a\n")
+    _series_dir(patches, "a")
+    _series_dir(patches, "forgotten")
+    with pytest.raises(UsageError, match="does not list the series in patches/forgotten/"):
+        series.read_stack(patches)
+
+
+def test_series_file_naming_missing_patch(tmp_path):
+    patches = tmp_path / "patches"
+    _write_index(patches, "a\n")
+    _series_dir(patches, "a")
+    (patches / "a" / "series").write_text("0001-a-b.patch\n0002-gone.patch\n")
+    with pytest.raises(UsageError, match="patches/a/series names missing files: "
+                                         "0002-gone.patch"):
+        series.read_series(patches)
+
+
+def test_a_new_series_may_lack_its_directory_for_export(tmp_path):
+    patches = tmp_path / "patches"
+    _write_index(patches, "a\nnew needs a\n")
+    _series_dir(patches, "a")
+    stack = series.read_stack(patches, new_ok=True)
+    assert [(s.name, s.patches) for s in stack][1] == ("new", ())
+
+
+# -- apply ----------------------------------------------------------------------
+
+def test_apply_stacks_each_series_on_its_own_branch(exported, log):
+    layout = exported.layout
+    tree = layout.qemu
+    _fresh_qemu(exported)
+    res = series.apply_series(layout, exported.baseline, log)
+    assert res.already == 0
+    assert res.applied == [p.relative_to(layout.patches).as_posix()
+                           for p in series.read_series(layout.patches)]
+    assert len(res.applied) == 6
+    # each series-NAME branch ends its series; `series` is the top of the stack
+    below = "series-base"
+    for name in NAMES:
+        subjects = git(tree, "log", "--reverse", "--format=%s",
+                       f"{below}..series-{name}").splitlines()
+        files = (layout.patches / name / "series").read_text().splitlines()
+        assert len(subjects) == len(files) and subjects
+        below = f"series-{name}"
+    assert git(tree, "rev-parse", "series") == git(tree, "rev-parse", "series-query-netdevs")
+    assert git(tree, "symbolic-ref", "--short", "HEAD").strip() == "series"
+    assert git(tree, "config", "rebase.updateRefs").strip() == "true"
+    # applying again changes nothing
+    again = series.apply_series(layout, exported.baseline, log)
+    assert again.applied == [] and again.already == 6 and again.head == res.head
+
+
+def test_apply_makes_missing_series_branches_of_applied_patches(exported, log):
+    tree = exported.layout.qemu
+    git(tree, "branch", "-D", "series-vm-lineage")
+    res = series.apply_series(exported.layout, exported.baseline, log)
+    assert res.applied == []
+    assert git(tree, "rev-parse", "series-vm-lineage").strip() == \
+        res.branches["series-vm-lineage"]
+    assert git(tree, "rev-parse", "series-vm-lineage~1").strip() == \
+        git(tree, "rev-parse", "series-snapshot-identity").strip()
+
+
+def test_conflict_names_series_and_patch_and_apply_continues_after_it(exported, log):
+    layout = exported.layout
+    tree = layout.qemu
+    # the stable fix went upstream, and upstream changed the lines after it: the
+    # first patch of the second series conflicts
+    _fresh_qemu(exported)
+    (tree / "block/qcow2-snapshot.c").write_text("int snapshot;\nint fixed;\nint other;\n")
     git(tree, "commit", "-q", "-am", "rewrite")
     git(tree, "tag", "-f", "series-base")
+    (layout.patches / "stable-fixes" / "0001-qcow2-fix-a-leak.patch").unlink()
+    (layout.patches / "stable-fixes" / "series").write_text("")
     with pytest.raises(PatchConflict) as err:
-        series.apply_series(imported.layout, imported.baseline, log)
+        series.apply_series(layout, exported.baseline, log)
     msg = err.value.message
-    assert "0001-qcow2-add-snapshot-UUIDs.patch does not apply" in msg
+    assert ("series snapshot-identity: patch 0001-qcow2-add-snapshot-UUIDs.patch does not "
+            "apply") in msg
     assert "block/qcow2-snapshot.c" in msg
     assert "git -C qemu am --continue" in err.value.hint
+    assert "then `python3 build.py apply`" in err.value.hint
     assert err.value.exit_code == 5
     # a second run refuses to pile on the half-done am
     with pytest.raises(PatchConflict, match="still in progress"):
-        series.apply_series(imported.layout, imported.baseline, log)
+        series.apply_series(layout, exported.baseline, log)
+    # resolve it, continue, and apply the rest
+    (tree / "block/qcow2-snapshot.c").write_text(
+        "int snapshot;\nint fixed;\nint other;\nint uuid;\n")
+    git(tree, "add", "block/qcow2-snapshot.c")
+    git(tree, "am", "--continue")
+    res = series.apply_series(layout, exported.baseline, log)
+    assert res.already == 1 and len(res.applied) == 4
+    assert series.apply_series(layout, exported.baseline, log).applied == []
+    assert "resolved by hand" in log.path.read_text()
+    # export writes the resolution; patches/ and the branches agree again
+    export.export_series(layout, exported.baseline, log)
+    assert "+int uuid;" in (layout.patches / "snapshot-identity" /
+                            "0001-qcow2-add-snapshot-UUIDs.patch").read_text()
+    assert (layout.patches / "stable-fixes" / "series").read_text() == ""
+    assert series.apply_series(layout, exported.baseline, log).applied == []
 
 
-def test_apply_refuses_uncommitted_work(imported, log):
-    _write_series(imported, log)
-    tree = imported.layout.qemu
+def test_apply_refuses_uncommitted_work(exported, log):
+    tree = exported.layout.qemu
     (tree / "README.rst").write_text("my unsaved edit\n")
-    with pytest.raises(PatchConflict, match="uncommitted changes"):
-        series.apply_series(imported.layout, imported.baseline, log)
+    with pytest.raises(PatchConflict, match=r"uncommitted changes \(README.rst\)"):
+        series.apply_series(exported.layout, exported.baseline, log)
     assert (tree / "README.rst").read_text() == "my unsaved edit\n"
 
 
-def test_diverged_branch_is_kept_unless_reset(imported, log):
-    _write_series(imported, log)
-    tree = imported.layout.qemu
+def test_diverged_branch_is_kept_unless_reset(exported, log):
+    tree = exported.layout.qemu
     commit_change(tree, "new.c", "x\n", "block: unexported work")
     head = git(tree, "rev-parse", "HEAD").strip()
-    # patches/ says 2 patches, branch has those 2 + 1 more: that is a prefix,
-    # so apply has nothing to do and keeps the extra commit
-    assert series.apply_series(imported.layout, imported.baseline, log).applied == []
-    git(tree, "reset", "-q", "--hard", "HEAD~2")
+    # patches/ says 6 patches, the branch has those 6 + 1 more: apply has nothing
+    # to do and keeps the extra commit
+    assert series.apply_series(exported.layout, exported.baseline, log).applied == []
+    assert "1 commit(s) on `series` after the last series" in log.path.read_text()
+    git(tree, "reset", "-q", "--hard", "series-stable-fixes")
     commit_change(tree, "other.c", "y\n", "block: different work")
-    with pytest.raises(PatchConflict, match="differ from patches/series"):
-        series.apply_series(imported.layout, imported.baseline, log)
-    res = series.apply_series(imported.layout, imported.baseline, log, reset=True)
-    assert len(res.applied) == 2
+    with pytest.raises(PatchConflict, match="differ from patches/"):
+        series.apply_series(exported.layout, exported.baseline, log)
+    res = series.apply_series(exported.layout, exported.baseline, log, reset=True)
+    assert len(res.applied) == 6
     backups = git(tree, "branch", "--list", "series-backup-*").split()
     assert backups, "the diverged branch must be kept"
+    assert git(tree, "rev-parse", backups[0]).strip() != head
     assert head != git(tree, "rev-parse", "HEAD").strip()
 
 
-def test_series_file_naming_missing_patch(imported, log):
-    (imported.layout.patches / "series").write_text("0001-gone.patch\n")
-    with pytest.raises(UsageError, match="0001-gone.patch"):
-        series.apply_series(imported.layout, imported.baseline, log)
+def test_a_series_branch_elsewhere_is_kept_unless_reset(exported, log):
+    tree = exported.layout.qemu
+    git(tree, "checkout", "-q", "series-vm-lineage")
+    commit_change(tree, "migration/savevm.c", "int lineage2;\n", "migration: more work")
+    work = git(tree, "rev-parse", "HEAD").strip()
+    with pytest.raises(PatchConflict, match="series-vm-lineage in qemu/ do not end where"):
+        series.apply_series(exported.layout, exported.baseline, log)
+    res = series.apply_series(exported.layout, exported.baseline, log, reset=True)
+    assert res.branches["series-vm-lineage"] != work
+    kept = git(tree, "branch", "--list", "series-vm-lineage-backup-*").split()
+    assert kept and git(tree, "rev-parse", kept[0]).strip() == work
 
 
-def test_empty_series_applies_and_exports(imported, log):
+def test_empty_stack_applies_nothing(imported, log):
     res = series.apply_series(imported.layout, imported.baseline, log)
-    assert res.applied == [] and res.already == 0
-    assert series.export_series(imported.layout, imported.baseline, log) == []
-    assert (imported.layout.patches / "series").read_text() == ""
+    assert res.applied == [] and res.already == 0 and res.branches == {}
 
 
 def test_apply_before_import(project, log):
