@@ -1,9 +1,12 @@
 """Per-patch build: every patch of the series must build on its own.
 
-The series is applied one patch at a time in a worktree of its own
+The stack of series is applied one patch at a time in a worktree of its own
 (out/bisect/qemu, so qemu/ is never disturbed) and built after each patch
 with -Werror; ninja is incremental and ccache warm, so a step costs what
 the patch touches. An optional quick test command runs after each build.
+A series that needs less than what is stacked below it (query-netdevs needs
+nothing) must also apply and build on series-base plus only what it needs:
+upstream may take it first.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from .errors import BuildFailed, CommandFailed, UsageError
 from .git import Git
 from .paths import build_paths
 from .runner import StageLog, run
-from .series import conflicting_files
+from .series import Series, conflicting_files, grouped_tables, needed, stacked_alone
 
 
 @dataclass
@@ -31,6 +34,31 @@ class Step:
     tested: bool | None = None
     error: str = ""
     conflicts: list[str] = field(default_factory=list)
+    series: str = ""
+
+
+@dataclass
+class Alone:
+    """A series applied and built on series-base plus only what it needs."""
+
+    series: str
+    on: str                 # "series-base", or "series-base + NAME, ..."
+    applied: bool
+    built: bool | None      # None: did not apply
+    seconds: float
+    error: str = ""
+    conflicts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BisectResult:
+    steps: list[Step]
+    alone: list[Alone] = field(default_factory=list)
+
+    def failures(self) -> list[str]:
+        bad = [f"{s.series}/{s.patch}" if s.series else s.patch for s in self.steps
+               if not s.built or s.tested is False]
+        return bad + [f"{a.series} on {a.on}" for a in self.alone if not a.built]
 
 
 def _prepare_tree(layout: Layout, baseline: Baseline, log: StageLog) -> Git:
@@ -109,25 +137,91 @@ def step_through(git: Git, profile: BuildProfile, layout: Layout, baseline: Base
     return steps
 
 
-def bisect(layout: Layout, baseline: Baseline, patches: list[Path], log: StageLog, *,
+def bisect(layout: Layout, baseline: Baseline, stack: list[Series], log: StageLog, *,
            targets: tuple[str, ...] = BUILD_TARGETS,
            test_argv: list[str] | None = None,
-           test_env: dict | None = None) -> list[Step]:
+           test_env: dict | None = None) -> BisectResult:
     git = _prepare_tree(layout, baseline, log)
-    return step_through(git, PROFILES["bisect"], layout, baseline, patches, log,
-                        targets=targets, test_argv=test_argv, test_env=test_env)
+    steps = step_through(git, PROFILES["bisect"], layout, baseline,
+                         [p for s in stack for p in s.patches], log,
+                         targets=targets, test_argv=test_argv, test_env=test_env)
+    name_series(steps, stack)
+    result = BisectResult(steps)
+    if steps[0].built is False:
+        return result
+    for s in stack:
+        if stacked_alone(stack, s):
+            result.alone.append(_alone(layout, baseline, stack, s, log, git, targets))
+    return result
 
 
-def table(steps: list[Step]) -> str:
-    lines = ["| patch | applies | builds | tests | seconds |", "|---|---|---|---|---:|"]
-    for s in steps:
-        tested = "-" if s.tested is None else ("ok" if s.tested else "FAILED")
-        built = "-" if not s.applied or s.built is None else ("ok" if s.built else "FAILED")
-        lines.append(f"| {s.patch} | {'ok' if s.applied else 'NO'} | {built} | {tested} "
-                     f"| {s.seconds:.1f} |")
-    return "\n".join(lines)
+def name_series(steps: list[Step], stack: list[Series]) -> None:
+    """Give each step after the baseline the series of its patch."""
+    owners = [s.name for s in stack for _ in s.patches]
+    for step, owner in zip(steps[1:], owners, strict=False):
+        step.series = owner
 
 
-def save(steps: list[Step], path: Path) -> None:
+def _alone(layout: Layout, baseline: Baseline, stack: list[Series], s: Series,
+           log: StageLog, git: Git, targets: tuple[str, ...]) -> Alone:
+    start = time.monotonic()
+    below = needed(stack, s)
+    on = " + ".join([baseline.base_tag, ", ".join(n.name for n in below)] if below
+                    else [baseline.base_tag])
+    log.note(f"series {s.name} alone on {on}")
+    reset_tree(git, baseline)
+    for owner in [*below, s]:
+        for patch in owner.patches:
+            try:
+                git.am("-3", str(patch))
+            except CommandFailed as exc:
+                conflicts = conflicting_files(git, exc.output)
+                git.am_abort()
+                return Alone(s.name, on, False, None, time.monotonic() - start,
+                             f"{owner.name}/{patch.name} does not apply", conflicts)
+    try:
+        qbuild.build(PROFILES["bisect"], layout, log, baseline, targets=targets)
+        error = ""
+    except BuildFailed as exc:
+        error = exc.message.replace("\n", " ")
+    return Alone(s.name, on, True, not error, time.monotonic() - start, error)
+
+
+def _step_row(s: Step) -> str:
+    tested = "-" if s.tested is None else ("ok" if s.tested else "FAILED")
+    built = "-" if not s.applied or s.built is None else ("ok" if s.built else "FAILED")
+    return (f"| {s.patch} | {'ok' if s.applied else 'NO'} | {built} | {tested} "
+            f"| {s.seconds:.1f} |")
+
+
+def _alone_row(a: Alone) -> str:
+    built = "-" if a.built is None else ("ok" if a.built else "FAILED")
+    applied = "ok" if a.applied else f"NO: {a.error}"
+    return f"| {a.series} | {a.on} | {applied} | {built} | {a.seconds:.1f} |"
+
+
+def table(result: BisectResult) -> str:
+    """A table per series; then which series apply on what they need alone."""
+    text = grouped_tables(result.steps, lambda s: s.series,
+                          ("| patch | applies | builds | tests | seconds |",
+                           "|---|---|---|---|---:|"), _step_row)
+    if result.alone:
+        text += "\n\n" + "\n".join([
+            "### series applied alone", "",
+            "| series | on | applies | builds | seconds |", "|---|---|---|---|---:|",
+            *map(_alone_row, result.alone)])
+    return text
+
+
+def save(result: BisectResult, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([asdict(s) for s in steps], indent=2) + "\n")
+    path.write_text(json.dumps({"steps": [asdict(s) for s in result.steps],
+                                "alone": [asdict(a) for a in result.alone]}, indent=2) + "\n")
+
+
+def load(data) -> BisectResult:
+    """A bisect.json (before several series: a list of steps)."""
+    if isinstance(data, list):
+        data = {"steps": data}
+    return BisectResult([Step(**s) for s in data.get("steps", [])],
+                        [Alone(**a) for a in data.get("alone", [])])

@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
+from . import bisect, review
 from .config import PROFILES, Baseline, Layout
 
 SUITES = (("qemu", "QEMU tests on real guests"), ("iotests", "Upstream iotests"),
@@ -86,24 +87,14 @@ def _section_json_table(layout: Layout, name: str, title: str, render, how: str)
 
 
 def _checkpatch_rows(data) -> list[str]:
-    rows = ["| patch | errors | warnings | hygiene |", "|---|---:|---:|---|"]
-    rows += [f"| {r['patch']} | {len(r['errors'])} | {len(r['warnings'])} | "
-             f"{'; '.join(r['hygiene']) or 'ok'} |" for r in data]
-    notes = [f"- {r['patch']}: {kind}: {item}" for r in data
-             for kind, key in (("ERROR", "errors"), ("WARNING", "warnings"))
-             for item in r[key]]
-    return rows + ([""] + notes if notes else [])
+    reviews = review.load(data)
+    notes = review.details(reviews, kinds=("ERROR", "WARNING"))
+    return review.table(reviews).splitlines() + \
+        (["", *(f"- {line}" for line in notes.splitlines())] if notes else [])
 
 
 def _bisect_rows(data) -> list[str]:
-    rows = ["| patch | applies | builds | tests | seconds |", "|---|---|---|---|---:|"]
-    for s in data:
-        tested = "-" if s.get("tested") is None else ("ok" if s["tested"] else "FAILED")
-        built = "-" if not s["applied"] or s["built"] is None else \
-            ("ok" if s["built"] else "FAILED")
-        rows.append(f"| {s['patch']} | {'ok' if s['applied'] else 'NO'} | {built} | "
-                    f"{tested} | {s['seconds']:.1f} |")
-    return rows
+    return bisect.table(bisect.load(data)).splitlines()
 
 
 def _section_ports(layout: Layout) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .errors import EnvironmentProblem
 from .runner import StageLog, run
+from .series import Series, grouped_tables
 
 CHECKPATCH_ARGS = ("-q", "--terse", "--no-summary", "--mailback", "-")
 TERSE_RE = re.compile(r"^[^:]*:(\d+): (ERROR|WARNING|CHECK): (.*)$")
@@ -27,6 +28,7 @@ class PatchReview:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     hygiene: list[str] = field(default_factory=list)
+    series: str = ""
 
     @property
     def ok(self) -> bool:
@@ -92,32 +94,46 @@ def hygiene(text: str) -> list[str]:
     return problems
 
 
-def review_patches(source_dir: Path, patches: list[Path], log: StageLog) -> list[PatchReview]:
+def review_patches(source_dir: Path, patches: list[Path], log: StageLog,
+                   series: str = "") -> list[PatchReview]:
     reviews = []
     for patch in patches:
         errors, warnings = checkpatch(source_dir, patch, log)
         reviews.append(PatchReview(patch.name, errors, warnings,
-                                   hygiene(patch.read_text(errors="replace"))))
+                                   hygiene(patch.read_text(errors="replace")), series))
     return reviews
 
 
+def review_stack(source_dir: Path, stack: list[Series], log: StageLog) -> list[PatchReview]:
+    """Every patch of every series, in order, each named with its series."""
+    return [r for s in stack for r in review_patches(source_dir, list(s.patches), log, s.name)]
+
+
 def table(reviews: list[PatchReview]) -> str:
-    lines = ["| patch | errors | warnings | hygiene |", "|---|---:|---:|---|"]
-    for r in reviews:
-        lines.append(f"| {r.patch} | {len(r.errors)} | {len(r.warnings)} | "
-                     f"{'; '.join(r.hygiene) or 'ok'} |")
-    return "\n".join(lines)
+    """A table per series."""
+    return grouped_tables(
+        reviews, lambda r: r.series,
+        ("| patch | errors | warnings | hygiene |", "|---|---:|---:|---|"),
+        lambda r: (f"| {r.patch} | {len(r.errors)} | {len(r.warnings)} | "
+                   f"{'; '.join(r.hygiene) or 'ok'} |"))
 
 
-def details(reviews: list[PatchReview]) -> str:
+def details(reviews: list[PatchReview], kinds=("ERROR", "WARNING", "HYGIENE")) -> str:
     out = []
     for r in reviews:
         for kind, items in (("ERROR", r.errors), ("WARNING", r.warnings),
                             ("HYGIENE", r.hygiene)):
-            out += [f"{r.patch}: {kind}: {item}" for item in items]
+            if kind in kinds:
+                where = f"{r.series}/{r.patch}" if r.series else r.patch
+                out += [f"{where}: {kind}: {item}" for item in items]
     return "\n".join(out)
 
 
 def save(reviews: list[PatchReview], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([asdict(r) for r in reviews], indent=2) + "\n")
+
+
+def load(data: list[dict]) -> list[PatchReview]:
+    """Reviews from a checkpatch.json (older ones have no series)."""
+    return [PatchReview(**r) for r in data]

@@ -183,6 +183,28 @@ def stacked_alone(stack: list[Series], series: Series) -> bool:
     return [s.name for s in needed(stack, series)] != [s.name for s in below]
 
 
+def grouped(items: list, series_of) -> list[tuple[str, list]]:
+    """Runs of items of the same series, in order: [(series name, items)]."""
+    groups: list[tuple[str, list]] = []
+    for item in items:
+        name = series_of(item)
+        if not groups or groups[-1][0] != name:
+            groups.append((name, []))
+        groups[-1][1].append(item)
+    return groups
+
+
+def grouped_tables(items: list, series_of, header: tuple[str, str], row) -> str:
+    """One Markdown table (``header``: its first two lines) per series, each
+    under a ``### series NAME`` line; items of no series get no line."""
+    out: list[str] = []
+    for name, members in grouped(items, series_of):
+        if name:
+            out += [f"### series {name}", ""]
+        out += [*header, *map(row, members), ""]
+    return "\n".join(out).rstrip()
+
+
 # -- patch ids ---------------------------------------------------------------
 
 def _patch_ids(git: Git, text: str) -> list[str]:

@@ -175,8 +175,8 @@ def paths_json(ctx: Context, profile: str) -> str:
 
 def checkpatch(ctx: Context, log: StageLog) -> str:
     require_tree(ctx, "checkpatch")
-    patches = series.read_series(ctx.layout.patches)
-    reviews = review.review_patches(ctx.layout.qemu, patches, log)
+    stack = series.read_stack(ctx.layout.patches)
+    reviews = review.review_stack(ctx.layout.qemu, stack, log)
     review.save(reviews, ctx.layout.results / "checkpatch.json")
     print(review.table(reviews))
     if text := review.details(reviews):
@@ -184,8 +184,8 @@ def checkpatch(ctx: Context, log: StageLog) -> str:
     errors = sum(len(r.errors) for r in reviews)
     warnings = sum(len(r.warnings) for r in reviews)
     hygiene = sum(len(r.hygiene) for r in reviews)
-    summary = (f"{len(reviews)} patch(es): {errors} error(s), {warnings} warning(s), "
-               f"{hygiene} hygiene problem(s)")
+    summary = (f"{len(reviews)} patch(es) in {len(stack)} series: {errors} error(s), "
+               f"{warnings} warning(s), {hygiene} hygiene problem(s)")
     if errors or hygiene:
         raise TestsFailed(summary, hint="fix the patches in qemu/, `build.py export`, "
                                         "then `build.py checkpatch` again")
@@ -194,23 +194,25 @@ def checkpatch(ctx: Context, log: StageLog) -> str:
 
 def bisect_(ctx: Context, log: StageLog) -> str:
     require_tree(ctx, "bisect")
-    patches = series.read_series(ctx.layout.patches)
+    stack = series.read_stack(ctx.layout.patches)
     test = ctx.options.get("test")
     test_argv = None
     if test is not None:
         test_argv = [str(bootstrap.venv_python(ctx.layout)), "-m", "pytest", "-q", "-x",
                      *(test or ["tests/qemu", "-m", "not iotests"])]
     targets = () if ctx.options.get("full") else qbuild.BUILD_TARGETS
-    steps = bisect.bisect(ctx.layout, ctx.baseline, patches, log, targets=targets,
-                          test_argv=test_argv, test_env={BASELINE_ENV: ctx.baseline.name})
-    bisect.save(steps, ctx.layout.results / "bisect.json")
-    print(bisect.table(steps))
-    bad = [s.patch for s in steps if not s.built or s.tested is False]
-    summary = f"{len(steps) - 1} patch(es) built one by one; {len(bad)} failed"
+    result = bisect.bisect(ctx.layout, ctx.baseline, stack, log, targets=targets,
+                           test_argv=test_argv, test_env={BASELINE_ENV: ctx.baseline.name})
+    bisect.save(result, ctx.layout.results / "bisect.json")
+    print(bisect.table(result))
+    bad = result.failures()
+    summary = (f"{len(result.steps) - 1} patch(es) of {len(stack)} series built one by one, "
+               f"{len(result.alone)} series alone on what it needs; {len(bad)} failed")
     if bad:
         raise BuildFailed(f"{summary}: {', '.join(bad)}",
-                          hint="make each failing patch build on its own (git rebase -i "
-                               "in qemu/), `build.py export`, then bisect again")
+                          hint="make each failing patch build on its own, and each series "
+                               "apply on what it needs (git rebase -i in qemu/), "
+                               "`build.py export`, then bisect again")
     return summary
 
 

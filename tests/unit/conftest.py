@@ -164,7 +164,7 @@ def snapshot_dir(path: Path) -> dict[str, str]:
             if p.is_file()}
 
 
-def _copy_of_template(project, tmp_path_factory, name: str, make) -> object:
+def copy_of_template(project, tmp_path_factory, name: str, make) -> object:
     """``project`` after ``make(project)``: made once per test session and
     copied for each test (a toy tree costs dozens of git commands)."""
     template = tmp_path_factory.getbasetemp() / f"template-{name}"
@@ -182,7 +182,7 @@ def _copy_of_template(project, tmp_path_factory, name: str, make) -> object:
     return project
 
 
-def _import(project) -> None:
+def import_fake(project) -> None:
     from harness import baseline
     baseline.import_baseline(project.layout, project.baseline, NullLog(),
                              tarball=project.tarball)
@@ -191,7 +191,7 @@ def _import(project) -> None:
 @pytest.fixture
 def imported(project, tmp_path_factory):
     """The fake baseline imported into qemu/ (no qemu-stock/)."""
-    return _copy_of_template(project, tmp_path_factory, "imported", _import)
+    return copy_of_template(project, tmp_path_factory, "imported", import_fake)
 
 
 @pytest.fixture
@@ -199,7 +199,7 @@ def exported(project, tmp_path_factory):
     """The toy stack (TOY_STACK) committed in qemu/ and exported to patches/."""
     def make(proj):
         from harness import export
-        _import(proj)
+        import_fake(proj)
         make_stack(proj.layout)
         export.export_series(proj.layout, proj.baseline, NullLog())
-    return _copy_of_template(project, tmp_path_factory, "exported", make)
+    return copy_of_template(project, tmp_path_factory, "exported", make)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import git, make_stack
+from conftest import commit_change, copy_of_template, git, import_fake, make_stack
 
 from harness import bisect, export, report, review, series
 from harness.config import Layout
@@ -94,16 +95,9 @@ def test_hygiene_problems(mutate, problem):
     assert any(problem in p for p in found), found
 
 
-@pytest.fixture
-def toy(imported, monkeypatch):
-    """A fake imported tree whose 'configure' writes a real build.ninja, and
-    a series 'toy' of three patches; the second breaks the build."""
-    ninja = Path(sys.executable).parent / "ninja"
-    if not ninja.exists():
-        pytest.skip("ninja is not installed in the venv running the tests "
-                    "(python3 build.py setup installs it)")
-    monkeypatch.setattr(Layout, "tool", lambda self, name: str(ninja))
-    tree = imported.layout.qemu
+def _toy_tree(project):
+    import_fake(project)
+    tree = project.layout.qemu
     (tree / "configure").write_text(
         "#!/bin/sh\nprintf 'rule cc\\n  command = gcc -Wall -Werror -c $in -o $out\\n"
         "build main.o: cc ../main.c\\n' > build.ninja\n")
@@ -111,47 +105,111 @@ def toy(imported, monkeypatch):
     git(tree, "add", "-A")
     git(tree, "commit", "-q", "-m", "toy build")
     git(tree, "tag", "-f", "series-base")
-    make_stack(imported.layout, [
+    make_stack(project.layout, [
         ("toy", (), [
             ("main.c", "int f(void);\nint main(void) { return 0; }\n", "toy: declare f"),
             ("main.c", "int f(void)\nint main(void) { return 0; }\n", "toy: break the build"),
             ("main.c", "int f(void);\nint main(void) { return 1; }\n", "toy: fix it again"),
         ]),
+        ("alone", (), [("README.rst", "fake qemu, alone\n", "docs: a series on its own")]),
     ])
-    export.export_series(imported.layout, imported.baseline, NullLog())
-    return imported
+    export.export_series(project.layout, project.baseline, NullLog())
+
+
+@pytest.fixture
+def toy(project, tmp_path_factory, monkeypatch):
+    """A fake imported tree whose 'configure' writes a real build.ninja, and
+    two series: 'toy' (three patches, the second breaks the build) and
+    'alone', stacked on it but needing nothing."""
+    ninja = Path(sys.executable).parent / "ninja"
+    if not ninja.exists():
+        pytest.skip("ninja is not installed in the venv running the tests "
+                    "(python3 build.py setup installs it)")
+    monkeypatch.setattr(Layout, "tool", lambda self, name: str(ninja))
+    return copy_of_template(project, tmp_path_factory, "toy", _toy_tree)
 
 
 def test_bisect_finds_the_patch_that_breaks_the_build(toy, log):
-    patches = series.read_series(toy.layout.patches)
-    steps = bisect.bisect(toy.layout, toy.baseline, patches, log, targets=("main.o",))
-    assert [(s.patch, s.applied, s.built) for s in steps] == [
-        ("series-base", True, True),
-        ("0001-toy-declare-f.patch", True, True),
-        ("0002-toy-break-the-build.patch", True, False),
-        ("0003-toy-fix-it-again.patch", True, True),
+    stack = series.read_stack(toy.layout.patches)
+    result = bisect.bisect(toy.layout, toy.baseline, stack, log, targets=("main.o",))
+    assert [(s.series, s.patch, s.applied, s.built) for s in result.steps] == [
+        ("", "series-base", True, True),
+        ("toy", "0001-toy-declare-f.patch", True, True),
+        ("toy", "0002-toy-break-the-build.patch", True, False),
+        ("toy", "0003-toy-fix-it-again.patch", True, True),
+        ("alone", "0001-docs-a-series-on-its-own.patch", True, True),
     ]
-    assert "the bisect build failed" in steps[2].error
-    table = bisect.table(steps)
+    assert "the bisect build failed" in result.steps[2].error
+    # 'alone' needs nothing: it also applies and builds on series-base alone
+    assert [(a.series, a.on, a.applied, a.built) for a in result.alone] == [
+        ("alone", "series-base", True, True)]
+    assert result.failures() == ["toy/0002-toy-break-the-build.patch"]
+    table = bisect.table(result)
+    assert "### series toy\n\n| patch |" in table
     assert "| 0002-toy-break-the-build.patch | ok | FAILED | - |" in table
+    assert table.index("### series toy") < table.index("### series alone")
+    assert "| alone | series-base | ok | ok |" in table
     # qemu/ itself was not touched
     assert git(toy.layout.qemu, "status", "--porcelain", "--untracked-files=no") == ""
+    # what the report reads back
+    bisect.save(result, toy.layout.results / "bisect.json")
+    again = bisect.load(json.loads((toy.layout.results / "bisect.json").read_text()))
+    assert bisect.table(again) == table
 
 
 def test_bisect_stops_at_a_patch_that_does_not_apply(toy, log, tmp_path):
-    patches = series.read_series(toy.layout.patches)
+    stack = series.read_stack(toy.layout.patches)
+    patches = stack[0].patches
     broken = tmp_path / "0002-broken.patch"
     broken.write_text(patches[1].read_text().replace("int f(void);", "int g(void);"))
-    steps = bisect.bisect(toy.layout, toy.baseline, [patches[0], broken, patches[2]], log,
-                          targets=("main.o",))
-    assert [(s.patch, s.applied) for s in steps][-1] == ("0002-broken.patch", False)
-    assert len(steps) == 3
-    assert steps[-1].built is None and steps[-1].conflicts == ["main.c"]
-    assert "| 0002-broken.patch | NO | - | - |" in bisect.table(steps)
+    stack[0] = replace(stack[0], patches=(patches[0], broken, patches[2]))
+    result = bisect.bisect(toy.layout, toy.baseline, stack, log, targets=("main.o",))
+    assert [(s.patch, s.applied) for s in result.steps][-1] == ("0002-broken.patch", False)
+    assert len(result.steps) == 3
+    assert result.failures() == ["toy/0002-broken.patch"]
+    assert result.steps[-1].built is None and result.steps[-1].conflicts == ["main.c"]
+    assert "| 0002-broken.patch | NO | - | - |" in bisect.table(result)
     # the bisect tree is left clean for the next run (no `git am` in progress,
     # although this machine has no committer identity configured)
     assert not git(toy.layout.bisect_tree, "status", "--porcelain", "--untracked-files=no")
     assert not Git(toy.layout.bisect_tree).am_in_progress()
+
+
+def test_a_series_that_needs_more_than_it_says_does_not_apply_alone(toy, log, tmp_path):
+    tree = toy.layout.qemu
+    commit_change(tree, "main.c", "int f(void);\nint main(void) { return 2; }\n",
+                  "toy: return 2")
+    late = tmp_path / "0001-toy-return-2.patch"
+    late.write_text(git(tree, "format-patch", "-1", "--stdout"))
+    git(tree, "reset", "-q", "--hard", "HEAD~1")
+    stack = series.read_stack(toy.layout.patches)
+    stack.append(series.Series("late", tmp_path, (), (late,)))
+    result = bisect.bisect(toy.layout, toy.baseline, stack, log, targets=("main.o",))
+    assert result.steps[-1].series == "late" and result.steps[-1].built
+    check = result.alone[-1]
+    assert (check.series, check.applied, check.built) == ("late", False, None)
+    assert check.conflicts == ["main.c"]
+    assert check.error == "late/0001-toy-return-2.patch does not apply"
+    assert "late on series-base" in result.failures()
+    assert "| late | series-base | NO: late/0001-toy-return-2.patch does not apply | - |" \
+        in bisect.table(result)
+
+
+def test_checkpatch_names_the_series_of_each_patch(toy, log, tmp_path):
+    (toy.layout.qemu / "scripts").mkdir()
+    (toy.layout.qemu / "scripts" / "checkpatch.pl").write_text(
+        "my $in = do { local $/; <STDIN> };\nexit 0;\n")
+    stack = series.read_stack(toy.layout.patches)
+    reviews = review.review_stack(toy.layout.qemu, stack, log)
+    assert [(r.series, r.patch) for r in reviews] == [
+        ("toy", "0001-toy-declare-f.patch"), ("toy", "0002-toy-break-the-build.patch"),
+        ("toy", "0003-toy-fix-it-again.patch"), ("alone", "0001-docs-a-series-on-its-own.patch")]
+    table = review.table(reviews)
+    assert table.startswith("### series toy\n\n| patch | errors | warnings | hygiene |\n")
+    assert "### series alone\n\n| patch | errors | warnings | hygiene |\n|---|---:|---:|---|\n" \
+        "| 0001-docs-a-series-on-its-own.patch | 0 | 0 |" in table
+    review.save(reviews, tmp_path / "checkpatch.json")
+    assert review.load(json.loads((tmp_path / "checkpatch.json").read_text())) == reviews
 
 
 def test_report_gathers_results_and_names_missing_inputs(tmp_path):
@@ -209,3 +267,41 @@ def test_closing_line_sums_the_suites(tmp_path):
         '</testsuite></testsuites>')
     assert testrun.closing_line(layout, ["unit", "qemu", "iotests"]) == \
         "tests: 3 passed, 1 failed, 1 skipped"
+
+
+def test_report_groups_checkpatch_and_bisect_per_series(tmp_path):
+    layout = Layout(root=tmp_path, cache=tmp_path / "cache")
+    res = layout.results
+    review.save([review.PatchReview("0001-qcow2-fix.patch", ["line 9: e"], [], [],
+                                    "stable-fixes"),
+                 review.PatchReview("0001-net-a.patch", [], [], [], "query-netdevs")],
+                res / "checkpatch.json")
+    bisect.save(bisect.BisectResult(
+        [bisect.Step("series-base", True, True, 1.0),
+         bisect.Step("0001-qcow2-fix.patch", True, True, 2.0, series="stable-fixes"),
+         bisect.Step("0001-net-a.patch", True, True, 3.0, series="query-netdevs")],
+        [bisect.Alone("query-netdevs", "series-base", True, False, 4.0, "it broke")]),
+        res / "bisect.json")
+    md = report.write(layout).read_text()
+    checkpatch = md.split("## checkpatch and hygiene", 1)[1].split("\n## ", 1)[0]
+    assert checkpatch.index("### series stable-fixes") < \
+        checkpatch.index("| 0001-qcow2-fix.patch | 1 | 0 | ok |") < \
+        checkpatch.index("### series query-netdevs") < checkpatch.index("| 0001-net-a.patch |")
+    assert "- stable-fixes/0001-qcow2-fix.patch: ERROR: line 9: e" in checkpatch
+    builds = md.split("## Every patch builds", 1)[1].split("\n## ", 1)[0]
+    assert "| series-base | ok | ok | - | 1.0 |" in builds
+    assert "### series query-netdevs\n\n| patch | applies | builds | tests | seconds |" in builds
+    assert "| query-netdevs | series-base | ok | FAILED | 4.0 |" in builds
+    assert "<h3>series stable-fixes</h3>" in (res / "report.html").read_text()
+
+
+def test_report_reads_results_from_before_several_series(tmp_path):
+    layout = Layout(root=tmp_path, cache=tmp_path / "cache")
+    layout.results.mkdir(parents=True)
+    (layout.results / "bisect.json").write_text(json.dumps([
+        {"patch": "series-base", "applied": True, "built": True, "seconds": 1.0,
+         "tested": None, "error": ""},
+        {"patch": "0001-a.patch", "applied": True, "built": False, "seconds": 2.0,
+         "tested": None, "error": "x"}]))
+    md = report.markdown(layout)
+    assert "| 0001-a.patch | ok | FAILED | - | 2.0 |" in md and "### series" not in md
