@@ -95,8 +95,11 @@ def run(
             hint="run `python3 build.py setup` to install the build dependencies",
         ) from exc
     if input is not None:
-        proc.stdin.write(input)
-        proc.stdin.close()
+        try:
+            proc.stdin.write(input)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # it exited without reading all of it: its exit code says why
     chunks = []
     for line in proc.stdout:
         chunks.append(line)

@@ -132,6 +132,11 @@ def test_runner_logs_quoted_argv_and_output(log):
     assert "hello world\n# exit 0" in text
 
 
+def test_runner_input_to_a_command_that_does_not_read_it(log):
+    res = runner.run(["true"], log, input="patch text\n" * 100_000)
+    assert res.returncode == 0
+
+
 def test_pipeline_stops_at_first_failure_and_prints_timings(tmp_path, capsys):
     ran = []
 
