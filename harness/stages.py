@@ -7,7 +7,14 @@ import shutil
 
 from . import baseline, bisect, bootstrap, export, peers, port, qbuild, report, review, series
 from .config import BASELINE_ENV, PROFILES
-from .errors import BuildFailed, EnvironmentProblem, PatchConflict, TestsFailed, UsageError
+from .errors import (
+    BuildFailed,
+    EnvironmentProblem,
+    HarnessError,
+    PatchConflict,
+    TestsFailed,
+    UsageError,
+)
 from .git import Git
 from .paths import build_paths
 from .pipeline import Context, Stage
@@ -112,22 +119,32 @@ def status(ctx: Context, log: StageLog) -> str:
                         f"{have} COMMAND` works on it"))
     else:
         lines.append("qemu/: not imported")
-    if marker:
-        git = Git(lay.qemu, log)
-        top = ctx.baseline.patched_branch
-        below = ctx.baseline.base_tag
+    git = Git(lay.qemu, log) if marker else None
+    top, below = ctx.baseline.patched_branch, ctx.baseline.base_tag
+    if git:
         ahead = len(git.revs(below, top)) if git.rev(top) else 0
         lines.append(f"qemu/: HEAD on {git.current_branch() or 'no branch (detached)'}; "
                      f"`{top}` has {ahead} commit(s) on {below}")
-        for s in series.read_stack(lay.patches, new_ok=True):
-            if git.rev(f"refs/heads/{s.branch}"):
-                on_branch = f"{len(git.revs(below, s.branch))} commit(s) on {s.branch}"
-                below = s.branch
-            else:
-                on_branch = f"no branch {s.branch}"
-            needs = f" (needs {', '.join(s.needs)})" if s.needs else ""
-            lines.append(f"series {s.name}{needs}: {len(s.patches)} patch(es) in "
-                         f"patches/{s.name}/, {on_branch}")
+    try:
+        stack = series.read_stack(lay.patches, new_ok=True)
+    except HarnessError as exc:
+        lines.append(f"patches/: {exc.message}")
+        stack = []
+    for s in stack:
+        needs = f" (needs {', '.join(s.needs)})" if s.needs else ""
+        where = ""
+        if git and git.rev(f"refs/heads/{s.branch}"):
+            where = f", {len(git.revs(below, s.branch))} commit(s) on {s.branch}"
+            below = s.branch
+        elif git:
+            where = f", no branch {s.branch}"
+        lines.append(f"series {s.name}{needs}: {len(s.patches)} patch(es) in "
+                     f"patches/{s.name}/{where}")
+    if git and stack and git.rev(top) and git.is_ancestor(below, top):
+        extra = len(git.revs(below, top))
+        if extra:
+            lines.append(f"qemu/: {extra} commit(s) on `{top}` after {below} are in no series")
+    if git:
         dirty = git.dirty_files()
         if dirty:
             lines.append(f"qemu/: uncommitted changes in {len(dirty)} file(s)")

@@ -9,6 +9,7 @@ from conftest import commit_change, git
 
 from harness import export, series
 from harness.errors import PatchConflict, UsageError
+from harness.runner import NullLog
 
 NAMES = ["stable-fixes", "snapshot-identity", "vm-lineage", "query-netdevs"]
 
@@ -288,3 +289,38 @@ def test_conflicting_files_from_recorded_git_am_output(tmp_path):
     }
     for output, files in outputs.items():
         assert series.conflicting_files(Git(tree), output) == files, output
+
+# -- status -----------------------------------------------------------------------
+
+def _status(project, capsys):
+    from harness import stages
+    from harness.pipeline import Context
+    ctx = Context(layout=project.layout, baseline=project.baseline)
+    assert stages.status(ctx, NullLog()) == "status shown"
+    return [line.strip() for line in capsys.readouterr().out.splitlines()]
+
+
+def test_status_shows_each_series_patches_and_commits(exported, capsys):
+    tree = exported.layout.qemu
+    commit_change(tree, "x.c", "x\n", "block: not in a series yet")
+    git(tree, "branch", "-D", "series-vm-lineage")
+    lines = _status(exported, capsys)
+    assert "qemu/: HEAD on series; `series` has 7 commit(s) on series-base" in lines
+    assert ("series stable-fixes: 1 patch(es) in patches/stable-fixes/, 1 commit(s) on "
+            "series-stable-fixes") in lines
+    assert ("series snapshot-identity (needs stable-fixes): 2 patch(es) in "
+            "patches/snapshot-identity/, 2 commit(s) on series-snapshot-identity") in lines
+    assert ("series vm-lineage (needs snapshot-identity): 1 patch(es) in "
+            "patches/vm-lineage/, no branch series-vm-lineage") in lines
+    assert ("series query-netdevs: 2 patch(es) in patches/query-netdevs/, 3 commit(s) on "
+            "series-query-netdevs") in lines
+    assert "qemu/: 1 commit(s) on `series` after series-query-netdevs are in no series" \
+        in lines
+
+
+def test_status_names_the_old_layout_instead_of_failing(project, capsys):
+    (project.layout.patches / "0001-a-b.patch").write_text("x\n")
+    (project.layout.patches / "series").write_text("0001-a-b.patch\n")
+    lines = _status(project, capsys)
+    assert "qemu/: not imported" in lines
+    assert any(line.startswith("patches/: patches/series lists .patch files") for line in lines)
