@@ -20,9 +20,10 @@ from pathlib import Path
 
 from .baseline import read_marker
 from .config import BUILD_TARGETS, Baseline, BuildProfile, Layout
-from .errors import BuildFailed, CommandFailed, UsageError
+from .errors import BuildFailed, CommandFailed, HarnessError, UsageError
 from .git import Git
 from .runner import StageLog, run
+from .series import read_stack, series_of_commits
 
 CCACHE_DIR_WRAPPERS = Path("/usr/lib/ccache")
 STAMP = "harness-configure.json"
@@ -144,7 +145,12 @@ def write_metadata(profile: BuildProfile, layout: Layout, args: list[str],
     source = profile.source(layout)
     git = Git(source, log)
     base = git.rev(baseline.base_tag)
-    series = git.out("rev-list", "--reverse", f"{baseline.base_tag}..HEAD").split()
+    series = git.revs(baseline.base_tag, "HEAD")
+    try:
+        owner = series_of_commits(git, read_stack(layout.patches, new_ok=True),
+                                  baseline.base_tag)
+    except HarnessError:
+        owner = {}  # patches/ unreadable: the build is still described
     marker = read_marker(source) or {}
     # `all` builds patched and stock; the ASan build is asked for with --asan
     flag = " --asan" if profile.asan else ""
@@ -156,8 +162,8 @@ def write_metadata(profile: BuildProfile, layout: Layout, args: list[str],
                      "orig_sha256": marker.get("orig_sha256"),
                      "baseline_commit": marker.get("baseline_commit"),
                      "base_commit": base},
-        "series": [{"commit": c, "subject": git.out("log", "-1", "--format=%s", c)}
-                   for c in series],
+        "series": [{"commit": c, "subject": git.out("log", "-1", "--format=%s", c),
+                    "series": owner.get(c, "")} for c in series],
         "head": git.rev("HEAD"),
         "source_dir": str(source),
         "build_dir": str(profile.build_dir(layout)),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import bisect, review
 from .config import PROFILES, Baseline, Layout
+from .series import grouped
 
 SUITES = (("qemu", "QEMU tests on real guests"), ("iotests", "Upstream iotests"),
           ("peers", "Peer matrix (older QEMU releases)"), ("unit", "Harness unit tests"))
@@ -72,8 +73,12 @@ def _section_builds(layout: Layout, selected: Baseline | None) -> list[str]:
                    f"`{(b.get('base_commit') or '')[:12]}`, HEAD `{meta['head'][:12]}`, "
                    f"{len(meta['series'])} patch(es); built {meta['built_at']}")
         if name == "patched":
-            for c in meta["series"]:
-                out.append(f"  - `{c['commit'][:12]}` {c['subject']}")
+            for series, commits in grouped(meta["series"], lambda c: c.get("series", "")):
+                indent = "  "
+                if series:
+                    out.append(f"  - series **{series}**: {len(commits)} patch(es)")
+                    indent = "    "
+                out += [f"{indent}- `{c['commit'][:12]}` {c['subject']}" for c in commits]
             out.append(f"  - reproduce: `{meta['reproduce']}`")
     return out + [""]
 

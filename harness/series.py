@@ -232,6 +232,17 @@ def range_patch_ids(git: Git, start: str, end: str) -> list[str]:
     return [by_commit.get(rev, "") for rev in revs]
 
 
+def series_of_commits(git: Git, stack: list[Series], base_ref: str) -> dict[str, str]:
+    """{commit: series name} for the commits of the series-* branches."""
+    names, below = {}, base_ref
+    for s in stack:
+        if git.rev(f"refs/heads/{s.branch}") is None or not git.is_ancestor(below, s.branch):
+            break
+        names.update(dict.fromkeys(git.revs(below, s.branch), s.name))
+        below = s.branch
+    return names
+
+
 # -- qemu/ --------------------------------------------------------------------
 
 def open_tree(layout: Layout, log: StageLog, doing: str) -> Git:

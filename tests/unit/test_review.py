@@ -305,3 +305,22 @@ def test_report_reads_results_from_before_several_series(tmp_path):
          "tested": None, "error": "x"}]))
     md = report.markdown(layout)
     assert "| 0001-a.patch | ok | FAILED | - | 2.0 |" in md and "### series" not in md
+
+
+def test_build_metadata_and_report_name_the_series_of_each_commit(exported, log):
+    from harness import qbuild
+    from harness.config import PROFILES
+    layout = exported.layout
+    PROFILES["patched"].build_dir(layout).mkdir()
+    meta = qbuild.write_metadata(PROFILES["patched"], layout, [], exported.baseline, log)
+    assert [(c["series"], c["subject"]) for c in meta["series"]] == [
+        ("stable-fixes", "qcow2: fix a leak"),
+        ("snapshot-identity", "qcow2: add snapshot UUIDs"),
+        ("snapshot-identity", "docs: describe snapshot UUIDs"),
+        ("vm-lineage", "migration: record VM snapshot lineage"),
+        ("query-netdevs", "net: remember each backend's configuration"),
+        ("query-netdevs", "qapi/net: add query-netdevs")]
+    md = report.markdown(layout)
+    assert "  - series **snapshot-identity**: 2 patch(es)\n    - `" in md
+    assert md.index("**stable-fixes**") < md.index("qcow2: fix a leak") < \
+        md.index("**snapshot-identity**") < md.index("docs: describe snapshot UUIDs")
