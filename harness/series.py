@@ -307,6 +307,30 @@ def _take_resolution(git: Git, base: str, top: str, log: StageLog) -> None:
                  "`build.py export` writes the resolution to patches/")
 
 
+def unexported_work(git: Git, patches: Path, baseline: Baseline) -> list[str]:
+    """What qemu/ holds that patches/ does not (empty: nothing to lose)."""
+    stack = read_stack(patches)
+    top, base_ref = baseline.patched_branch, baseline.base_tag
+    top_rev = git.rev(f"refs/heads/{top}")
+    want = [patch_id_of_file(git, p) for s in stack for p in s.patches]
+    seen_as = resolutions(git)
+    have = [seen_as.get(pid, pid) for pid in range_patch_ids(git, base_ref, top_rev)] \
+        if top_rev else []
+    work = []
+    if len(have) > len(want) and have[:len(want)] == want:
+        work.append(f"`{top}` has {len(have) - len(want)} commit(s) more than patches/")
+    elif have != want[:len(have)]:
+        work.append(f"`{top}` has commits that differ from patches/")
+    for s in stack:
+        rev = git.rev(f"refs/heads/{s.branch}")
+        if rev and top_rev and not git.is_ancestor(rev, top_rev):
+            work.append(f"{s.branch} has commits that `{top}` does not")
+    dirty = git.dirty_files()
+    if dirty:
+        work.append(f"uncommitted changes in {describe_files(dirty)}")
+    return work
+
+
 @dataclass(frozen=True)
 class ApplyResult:
     applied: list[str]          # "series/patch file" applied by this run

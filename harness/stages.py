@@ -161,22 +161,21 @@ def status(ctx: Context, log: StageLog) -> str:
 
 def clean(ctx: Context, log: StageLog) -> str:
     lay = ctx.layout
+    trees = ctx.options.get("trees")
+    if trees and (lay.qemu / ".git").exists() and not ctx.options.get("force"):
+        work = series.unexported_work(Git(lay.qemu, log), lay.patches, ctx.baseline)
+        if work:
+            raise PatchConflict(
+                "qemu/ holds work that is not in patches/: " + "; ".join(work),
+                hint="`python3 build.py export` first, or `clean --trees --force`; "
+                     "nothing was removed")
     removed = []
     port_builds = sorted(lay.port_dir.glob("*/qemu/build")) if lay.port_dir.is_dir() else []
     for bdir in [prof.build_dir(lay) for prof in PROFILES.values()] + port_builds:
         if bdir.exists():
             shutil.rmtree(bdir)
             removed.append(str(bdir))
-    if ctx.options.get("trees"):
-        if (lay.qemu / ".git").exists() and not ctx.options.get("force"):
-            git = Git(lay.qemu, log)
-            want = [series.patch_id_of_file(git, p) for p in series.read_series(lay.patches)]
-            have = series.range_patch_ids(git, ctx.baseline.base_tag,
-                                          ctx.baseline.patched_branch)
-            if have != want or git.dirty_files():
-                raise PatchConflict(
-                    "qemu/ holds work that is not in patches/",
-                    hint="`python3 build.py export` first, or `clean --trees --force`")
+    if trees:
         for tree in (lay.stock, lay.qemu, lay.port_dir):
             if tree.exists():
                 shutil.rmtree(tree)

@@ -324,3 +324,38 @@ def test_status_names_the_old_layout_instead_of_failing(project, capsys):
     lines = _status(project, capsys)
     assert "qemu/: not imported" in lines
     assert any(line.startswith("patches/: patches/series lists .patch files") for line in lines)
+
+
+# -- clean --trees ----------------------------------------------------------------
+
+def _clean_trees(project, **options):
+    from harness import stages
+    from harness.pipeline import Context
+    ctx = Context(layout=project.layout, baseline=project.baseline,
+                  options={"trees": True, **options})
+    return stages.clean(ctx, NullLog())
+
+
+def test_clean_trees_keeps_work_on_a_series_branch(exported):
+    tree = exported.layout.qemu
+    (tree / "build").mkdir()
+    git(tree, "checkout", "-q", "series-vm-lineage")
+    commit_change(tree, "migration/savevm.c", "int more;\n", "migration: more")
+    git(tree, "checkout", "-q", "series")
+    with pytest.raises(PatchConflict, match="series-vm-lineage has commits that `series` "
+                                            "does not") as err:
+        _clean_trees(exported)
+    assert "nothing was removed" in err.value.hint
+    assert (tree / "build").is_dir()
+    git(tree, "branch", "-f", "series-vm-lineage", "series-vm-lineage~1")
+    assert "removed" in _clean_trees(exported) and not tree.exists()
+
+
+def test_clean_trees_keeps_unexported_commits_unless_forced(exported):
+    commit_change(exported.layout.qemu, "x.c", "x\n", "block: unexported")
+    with pytest.raises(PatchConflict) as err:
+        _clean_trees(exported)
+    assert err.value.message == ("qemu/ holds work that is not in patches/: `series` has 1 "
+                                 "commit(s) more than patches/")
+    _clean_trees(exported, force=True)
+    assert not exported.layout.qemu.exists()
