@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from conftest import commit_change, git, make_stack, snapshot_dir
 
@@ -252,3 +254,26 @@ def test_a_failure_half_way_leaves_patches_as_it_was(exported, log, monkeypatch)
         _export(exported, log)
     assert snapshot_dir(exported.layout.patches) == before
     assert not list(exported.layout.patches.glob(".export-*"))
+
+
+def test_a_new_patch_is_moved_into_its_series_by_rebase(exported, log, tmp_path):
+    """README: put its pick line before the update-ref line of its series."""
+    layout = exported.layout
+    tree = layout.qemu
+    series.apply_series(layout, exported.baseline, log)
+    commit_change(tree, "block/qcow2-refcount.c", "int another;\n", "qcow2: another fix")
+    editor = tmp_path / "move-last-pick.py"
+    editor.write_text(
+        "import sys\n"
+        "lines = open(sys.argv[1]).read().splitlines(True)\n"
+        "last = max(i for i, line in enumerate(lines) if line.startswith('pick '))\n"
+        "pick = lines.pop(last)\n"
+        "lines.insert(next(i for i, line in enumerate(lines)\n"
+        "                  if line.startswith('update-ref ')), pick)\n"
+        "open(sys.argv[1], 'w').write(''.join(lines))\n")
+    git(tree, "rebase", "-q", "-i", "series-base",
+        env={"GIT_SEQUENCE_EDITOR": f"{sys.executable} {editor}"})
+    written = _export(exported, log)
+    assert written["stable-fixes"] == ["0001-qcow2-fix-a-leak.patch",
+                                       "0002-qcow2-another-fix.patch"]
+    assert [len(written[n]) for n in NAMES] == [2, 2, 1, 2]
