@@ -21,7 +21,7 @@ from pathlib import Path
 from . import aptsrc
 from .config import Baseline, Layout, load_baselines
 from .errors import BaselineError, CommandFailed, HarnessError, UsageError
-from .git import IMPORT_IDENTITY, Git
+from .git import IMPORT_IDENTITY, REPOSITORY_VARIABLES, Git
 from .runner import StageLog, run
 
 MARKER = "harness-baseline.json"
@@ -209,7 +209,8 @@ def _init_from_git(tmp: Path, baseline: Baseline, url: str, log: StageLog) -> Pa
     tree = tmp / "qemu"
     try:
         run(["git", "clone", "-q", "--depth", "1", "--branch", baseline.upstream_tag,
-             url, tree], log, env={"GIT_TERMINAL_PROMPT": "0"})
+             url, tree], log,
+            env={"GIT_TERMINAL_PROMPT": "0", **dict.fromkeys(REPOSITORY_VARIABLES)})
     except CommandFailed as exc:
         raise BaselineError(f"cannot clone {baseline.upstream_tag} from {url}",
                             log=exc.log,

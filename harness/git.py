@@ -20,6 +20,16 @@ IMPORT_IDENTITY = {
 }
 
 
+# Variables that tell git which repository to use. Inherited from a caller
+# that is itself run by git (a hook, `git rebase --exec` in a worktree sets
+# GIT_DIR), they would turn `git -C qemu ...` into commands on that caller's
+# repository, so they are never passed on.
+REPOSITORY_VARIABLES = (
+    "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_PREFIX",
+)
+
+
 class Git:
     def __init__(self, tree: Path, log: StageLog | None = None):
         self.tree = tree
@@ -27,7 +37,8 @@ class Git:
 
     def __call__(self, *args: str, check: bool = True, env: dict | None = None,
                  input: str | None = None):
-        full_env = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+        full_env = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C",
+                    **dict.fromkeys(REPOSITORY_VARIABLES)}
         if env:
             full_env.update(env)
         argv = ["git", "-c", f"safe.directory={self.tree}", "-C", str(self.tree), *args]

@@ -71,15 +71,19 @@ def run(
     argv: Sequence[str | os.PathLike],
     log: StageLog,
     cwd: Path | None = None,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     check: bool = True,
     input: str | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run ``argv`` (never through a shell), logging command and output."""
+    """Run ``argv`` (never through a shell), logging command and output.
+    ``env`` adds to the environment; a None value removes that variable."""
     args = [os.fspath(a) for a in argv]
     full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
+    for key, value in (env or {}).items():
+        if value is None:
+            full_env.pop(key, None)  # None: not inherited
+        else:
+            full_env[key] = value
     where = f" (in {cwd})" if cwd else ""
     log.write(f"$ {shlex.join(args)}{where}\n")
     start = time.monotonic()

@@ -56,3 +56,22 @@ def test_am_and_am_abort_work_without_a_configured_identity(project, tmp_path, m
     repo.am_abort()
     assert not repo.am_in_progress()
     assert (tree / "a.c").read_text() == "ours\n"
+
+
+def test_a_repository_named_by_the_environment_is_not_used(project, tmp_path, monkeypatch):
+    """Run from a git hook or `git rebase --exec` in a worktree, GIT_DIR names
+    the caller's repository: `git -C qemu` must still mean qemu/."""
+    tree = _repo(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "-q")
+    git(other, "commit", "-q", "--allow-empty", "-m", "the caller's repository")
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(other))
+    repo = Git(tree)
+    assert repo.out("log", "-1", "--format=%s") == "base"
+    repo("tag", "mine")
+    assert repo.rev("mine") is not None
+    monkeypatch.delenv("GIT_DIR")
+    monkeypatch.delenv("GIT_WORK_TREE")
+    assert git(other, "tag", "-l") == ""
