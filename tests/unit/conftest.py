@@ -74,6 +74,19 @@ FAKE_FILES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _no_enclosing_git(tmp_path, monkeypatch):
+    """Every test's git commands stay in its own toy trees: run from a git
+    hook or `git rebase --exec` in a worktree, GIT_DIR would point plain
+    `git -C TREE ...` at this project's repository (a `git init` there turned
+    it bare); and the user's git configuration stays out."""
+    from harness.git import REPOSITORY_VARIABLES
+    for key in REPOSITORY_VARIABLES:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "gitconfig"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """A project root with fix-ups, an empty cache and a fake orig tarball."""
@@ -87,10 +100,6 @@ def project(tmp_path, monkeypatch):
     sha = make_tarball(tarball, FAKE_FILES)
     baseline = replace(pinned, orig_sha256=sha)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for key in ("GIT_DIR", "GIT_WORK_TREE"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "gitconfig"))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     return type("Project", (), {"layout": layout, "baseline": baseline, "tarball": tarball,
                                 "root": root, "tmp": tmp_path})
 
