@@ -35,7 +35,7 @@ from .series import (
     forget_resolutions,
     needed,
     open_tree,
-    patch_id_of_file,
+    patch_ids_of_files,
     range_patch_ids,
     read_stack,
 )
@@ -144,8 +144,11 @@ def _drop_problems(git: Git, ranges: list[Range]) -> list[str]:
     is on no series branch, more of them than new commits replacing them.
     (A reworded or amended patch is replaced; one moved to another series
     is kept.)"""
-    old = {r.series.name: [(f, patch_id_of_file(git, f)) for f in r.series.files_on_disk()]
-           for r in ranges}
+    files = [(r.series.name, f) for r in ranges for f in r.series.files_on_disk()]
+    old: dict[str, list[tuple[Path, str]]] = {r.series.name: [] for r in ranges}
+    for (name, f), pid in zip(files, patch_ids_of_files(git, [f for _, f in files]),
+                              strict=True):
+        old[name].append((f, pid))
     new_ids = {pid for r in ranges for pid in r.ids}
     old_ids = {pid for files in old.values() for _, pid in files}
     problems = []

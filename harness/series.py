@@ -207,14 +207,28 @@ def grouped_tables(items: list, series_of, header: tuple[str, str], row) -> str:
 
 # -- patch ids ---------------------------------------------------------------
 
-def _patch_ids(git: Git, text: str) -> list[str]:
-    out = git.out("patch-id", "--stable", input=text)
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
+def patch_ids_of_files(git: Git, patches: list[Path]) -> list[str]:
+    """Stable patch ids of patch files ("" for one without a diff), with one
+    `git patch-id` for all of them: each file's mbox "From <commit>" line
+    gets a made-up commit id (format-patch --zero-commit wrote zeros), which
+    patch-id prints beside the id of that file's diff."""
+    if not patches:
+        return []
+    text = []
+    for number, patch in enumerate(patches):
+        body = patch.read_text(errors="replace")
+        if body.startswith("From "):
+            body = body.split("\n", 1)[1] if "\n" in body else ""
+        text.append(f"From {number + 1:040x} Mon Sep 17 00:00:00 2001\n{body}\n")
+    ids = {}
+    for line in git.out("patch-id", "--stable", input="".join(text)).splitlines():
+        pid, _, tag = line.partition(" ")
+        ids[int(tag, 16) - 1] = pid
+    return [ids.get(number, "") for number in range(len(patches))]
 
 
 def patch_id_of_file(git: Git, patch: Path) -> str:
-    ids = _patch_ids(git, patch.read_text(errors="replace"))
-    return ids[0] if ids else ""
+    return patch_ids_of_files(git, [patch])[0]
 
 
 def range_patch_ids(git: Git, start: str, end: str) -> list[str]:
@@ -312,7 +326,7 @@ def unexported_work(git: Git, patches: Path, baseline: Baseline) -> list[str]:
     stack = read_stack(patches)
     top, base_ref = baseline.patched_branch, baseline.base_tag
     top_rev = git.rev(f"refs/heads/{top}")
-    want = [patch_id_of_file(git, p) for s in stack for p in s.patches]
+    want = patch_ids_of_files(git, [p for s in stack for p in s.patches])
     seen_as = resolutions(git)
     have = [seen_as.get(pid, pid) for pid in range_patch_ids(git, base_ref, top_rev)] \
         if top_rev else []
@@ -399,7 +413,7 @@ def apply_series(layout: Layout, baseline: Baseline, log: StageLog, *,
     _take_resolution(git, base_ref, top, log)
 
     plan = [(s, patch) for s in stack for patch in s.patches]
-    want = [patch_id_of_file(git, patch) for _, patch in plan]
+    want = patch_ids_of_files(git, [patch for _, patch in plan])
     seen_as = resolutions(git)
     revs = git.revs(base_ref, top)
     have = [seen_as.get(pid, pid) for pid in range_patch_ids(git, base_ref, top)]

@@ -359,3 +359,16 @@ def test_clean_trees_keeps_unexported_commits_unless_forced(exported):
                                  "commit(s) more than patches/")
     _clean_trees(exported, force=True)
     assert not exported.layout.qemu.exists()
+
+
+def test_patch_ids_of_files_match_one_by_one_and_the_commits(exported, tmp_path):
+    from harness.git import Git
+    repo = Git(exported.layout.qemu)
+    files = series.read_series(exported.layout.patches)
+    cover = exported.layout.patches / "vm-lineage" / series.COVER  # no diff: ""
+    ids = series.patch_ids_of_files(repo, [files[0], cover, *files[1:]])
+    assert ids[1] == "" and len(ids) == len(files) + 1
+    one_by_one = [repo.out("patch-id", "--stable", input=f.read_text()).split()[0]
+                  for f in files]
+    assert [ids[0], *ids[2:]] == one_by_one
+    assert one_by_one == series.range_patch_ids(repo, "series-base", "series")
