@@ -57,7 +57,7 @@ class PortResult:
             text += f", {self.built} build"
         stuck = next((s for s in self.patches if s.applied is False), None)
         if stuck:
-            text += f"; {stuck.patch} does not apply"
+            text += f"; {_name(asdict(stuck))} does not apply"
             if stuck.conflicts:
                 text += f" (conflicts in {', '.join(stuck.conflicts)})"
         return text
@@ -131,6 +131,11 @@ def _yes_no(value: bool | None, no: str = "NO") -> str:
     return "-" if value is None else ("yes" if value else no)
 
 
+def _name(step: dict) -> str:
+    """A step's patch, with its series when it has one."""
+    return f"{step['series']}/{step['patch']}" if step.get("series") else step["patch"]
+
+
 def rows(data: dict) -> list[str]:
     """The port table (from the saved JSON, so the report can render it)."""
     out = ["| patch | applies | conflicts | builds | seconds |", "|---|---|---|---|---:|"]
@@ -143,7 +148,7 @@ def rows(data: dict) -> list[str]:
             applies = _yes_no(s["applied"])
         builds = _yes_no(s["built"], "FAILED")
         conflicts = ", ".join(s.get("conflicts") or []) or "-"
-        out.append(f"| {s['patch']} | {applies} | {conflicts} | {builds} | "
+        out.append(f"| {_name(s)} | {applies} | {conflicts} | {builds} | "
                    f"{s['seconds']:.1f} |")
     return out
 

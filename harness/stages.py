@@ -234,7 +234,8 @@ def bisect_(ctx: Context, log: StageLog) -> str:
 
 def port_(ctx: Context, log: StageLog) -> str:
     """Not gating: patches that do not apply or build are the table's news."""
-    patches = series.read_series(ctx.layout.patches)
+    stack = series.read_stack(ctx.layout.patches)
+    patches = [p for s in stack for p in s.patches]
     if not patches:
         raise UsageError(f"{ctx.layout.patches} has no patches to port",
                          hint="`python3 build.py export` writes the series there")
@@ -242,6 +243,7 @@ def port_(ctx: Context, log: StageLog) -> str:
                     build=not ctx.options.get("no_build"), jobs=ctx.options.get("jobs"),
                     source=ctx.options.get("source") or "debian",
                     tarball=ctx.options.get("tarball"), git_url=ctx.options.get("git_url"))
+    bisect.name_series(res.steps, stack)
     path = port.results_path(ctx.layout, ctx.baseline.name)
     port.save(res, path)
     print(port.table(res))

@@ -125,15 +125,18 @@ def test_port_stage_is_not_gating_and_the_report_shows_the_table(ported, log, ca
                   options={"tarball": ported.old_tarball, "no_build": True})
     summary = stages.port_(ctx, log)
     assert summary.startswith("3 of 5 patch(es) apply on 9.0.0")
-    assert "| 0004-qcow2-a-snapshot-uuid.patch | NO |" in capsys.readouterr().out
+    assert "toy/0004-qcow2-a-snapshot-uuid.patch does not apply" in summary
+    # each patch named with its series
+    assert "| toy/0004-qcow2-a-snapshot-uuid.patch | NO |" in capsys.readouterr().out
     data = json.loads((ported.layout.results / "port-9.0.0.json").read_text())
     assert data["profile"] == "9.0.0" and data["build"] is False
+    assert {s["series"] for s in data["steps"][1:]} == {"toy"}
     assert data["steps"][4]["conflicts"] == ["block/qcow2-snapshot.c"]
     md = report.write(ported.layout).read_text()
     assert "## Port to 9.0.0" in md
     assert "3 of 5 patch(es) apply on 9.0.0" in md
     assert "`python3 build.py --baseline 9.0.0 port --no-build`" in md
-    assert "| 0004-qcow2-a-snapshot-uuid.patch | NO | block/qcow2-snapshot.c | - | 0.0 |" \
+    assert "| toy/0004-qcow2-a-snapshot-uuid.patch | NO | block/qcow2-snapshot.c | - | 0.0 |" \
         in md.replace("| 0.1 |", "| 0.0 |")
 
 
