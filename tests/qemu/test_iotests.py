@@ -27,7 +27,10 @@ IOTESTS = (
     "267 271 286 qcow2-internal-snapshots"
 ).split()
 # The iotests the series adds (patched build only; absent from stock).
-SERIES_IOTESTS = ("qcow2-check-keep-snapshots", "qcow2-snapshot-uuid", "savevm-lineage")
+SERIES_IOTESTS = (
+    "qcow2-check-keep-snapshots", "qcow2-snapshot-uuid", "qcow2-current-snapshot",
+    "qcow2-snapshot-old-writer", "savevm-lineage",
+)
 TIMEOUT = int(os.environ.get("QEMU_HARNESS_IOTESTS_TIMEOUT", "1800"))
 JOBS = os.environ.get("QEMU_HARNESS_IOTESTS_JOBS", "1")
 RETRY_MAX = 3
