@@ -15,8 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import stages, testrun  # noqa: E402
-from harness.config import BASELINE_ENV, select_baseline  # noqa: E402
-from harness.errors import HarnessError, UsageError  # noqa: E402
+from harness.config import BASELINE_ENV, Layout, select_baseline  # noqa: E402
+from harness.errors import HarnessError, UsageError, exit_code, fail  # noqa: E402
 from harness.peers import PEERS  # noqa: E402
 from harness.pipeline import Context, Stage, run_stages  # noqa: E402
 
@@ -128,25 +128,19 @@ def _tree(ctx: Context, args) -> int:
     qemu_img = args.qemu_img
     if args.image and not qemu_img:
         qemu_img = json.loads(stages.paths_json(ctx, "patched"))["qemu-img"]
-    try:
-        data = (snaptree.from_image(qemu_img, args.image) if args.image
-                else snaptree.from_qmp_socket(args.qmp))
-    except (snaptree.SnapTreeError, OSError, ValueError) as exc:
-        raise UsageError(f"cannot read the snapshots: {exc}",
-                         hint="check the image path, or that the QMP socket is a free "
-                              "QMP monitor of a running patched QEMU")
+    data = snaptree.load(args.image, args.qmp, qemu_img)
     print(json.dumps(data, indent=2) if args.json else snaptree.render(data), end="")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, layout: Layout | None = None) -> int:
     args = parser().parse_args(argv)
     command = args.command or "all"
     try:
         origin = "--baseline" if args.baseline else \
             f"${BASELINE_ENV}" if os.environ.get(BASELINE_ENV) else ""
-        ctx = Context(verbose=args.verbose, baseline=select_baseline(args.baseline),
-                      baseline_origin=origin)
+        ctx = Context(layout=layout or Layout(), verbose=args.verbose,
+                      baseline=select_baseline(args.baseline), baseline_origin=origin)
         ctx.options = {k: v for k, v in vars(args).items()
                        if k not in ("command", "verbose", "baseline")}
         if command == "paths":
@@ -182,11 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         run_stages([stages.STAGES[command]], ctx)
         return 0
     except HarnessError as exc:
-        print(exc.render(), file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
+        return fail(exc)
+    except KeyboardInterrupt as exc:
         print("interrupted", file=sys.stderr)
-        return 130
+        return exit_code(exc)
 
 
 if __name__ == "__main__":

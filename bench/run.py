@@ -9,6 +9,8 @@
 
 Build numbers use a separate build dir (qemu/build-bench) so the real builds
 are untouched; ccache is whatever state the machine is in (said in the table).
+A benchmark that cannot run (no build, a failed build or fresh clone) ends with
+harness/errors.py's exit code and a next step, after the table of what did run.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness import qbuild  # noqa: E402
 from harness.config import PROFILES, BuildProfile, Layout, select_baseline  # noqa: E402
+from harness.errors import BuildFailed, CommandFailed, HarnessError, fail  # noqa: E402
 from harness.paths import build_paths  # noqa: E402
 from harness.runner import StageLog  # noqa: E402
 
@@ -53,8 +56,13 @@ def bench_build(layout: Layout, log: StageLog, fresh_clone: bool) -> list[dict]:
     t = timed(lambda: qbuild.build(prof, layout, log, select_baseline()))
     rows.append({"name": "no-op build (ninja + metadata)", "patched": f"{t:.2f} s",
                  "target": "< 5 s"})
-    cli = timed(lambda: subprocess.run([sys.executable, str(ROOT / "build.py"), "build"],
-                                       check=True, capture_output=True))
+    start = time.monotonic()
+    res = subprocess.run([sys.executable, str(ROOT / "build.py"), "build"],
+                         capture_output=True, text=True, check=False)
+    cli = time.monotonic() - start
+    if res.returncode != 0:
+        raise BuildFailed(f"`build.py build` exited {res.returncode} during the bench",
+                          hint="run `python3 build.py build` and fix what it reports")
     rows.append({"name": "no-op `build.py build` (patched + stock)", "patched": f"{cli:.2f} s",
                  "target": "< 5 s"})
     src = layout.qemu / "block" / "qcow2-snapshot.c"
@@ -77,7 +85,7 @@ def bench_build(layout: Layout, log: StageLog, fresh_clone: bool) -> list[dict]:
         with tempfile.TemporaryDirectory(prefix="bench-clone-") as tmp:
             clone = Path(tmp) / "clone"
             start = time.monotonic()
-            subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+            _run(["git", "clone", "-q", str(ROOT), str(clone)])
             res = subprocess.run([sys.executable, str(clone / "build.py")],
                                  capture_output=True, text=True)
             t = time.monotonic() - start
@@ -86,12 +94,17 @@ def bench_build(layout: Layout, log: StageLog, fresh_clone: bool) -> list[dict]:
                                  "ccache as found)",
                          "patched": f"{t:.0f} s" + ("" if ok else " (FAILED)"),
                          "target": "< 15 min"})
+            if not ok:
+                rows[-1]["failed"] = (f"`build.py` in a fresh clone exited {res.returncode}: "
+                                      f"{(res.stderr or res.stdout).strip()[-300:]}")
     return rows
 
 
 def _run(argv) -> float:
     start = time.monotonic()
-    subprocess.run(argv, check=True, capture_output=True)
+    res = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise CommandFailed(argv, res.returncode, res.stdout + res.stderr)
     return time.monotonic() - start
 
 
@@ -104,8 +117,7 @@ def bench_qemu_img(layout: Layout, n: int, reps: int = 30) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench-qemu-img-") as tmp:
         imgs = {b: Path(tmp) / f"{b}.qcow2" for b in builds}
         for b, qemu_img in builds.items():
-            subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(imgs[b]), "64M"],
-                           check=True)
+            _run([qemu_img, "create", "-q", "-f", "qcow2", str(imgs[b]), "64M"])
         for i in range(n):
             for b, qemu_img in builds.items():
                 times[b].setdefault("snapshot -c", []).append(
@@ -133,7 +145,14 @@ def print_table(rows: list[dict]) -> None:
               f"{r.get('ratio', '-'):>7}  {r.get('target', '')}")
 
 
-def main(argv=None) -> int:
+def main(argv=None, layout: Layout | None = None) -> int:
+    try:
+        return _main(argv, layout or Layout())
+    except HarnessError as exc:
+        return fail(exc)
+
+
+def _main(argv, layout: Layout) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("which", nargs="*", metavar="build|qemu-img|vm")
@@ -146,7 +165,6 @@ def main(argv=None) -> int:
     unknown = set(which) - {"build", "qemu-img", "vm"}
     if unknown:
         p.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
-    layout = Layout()
     groups: dict[str, list[dict]] = {}
     with StageLog(layout.logs / "bench.log") as log:
         if "build" in which:
@@ -170,6 +188,10 @@ def main(argv=None) -> int:
         "machine": os.uname().nodename, "cpus": os.cpu_count()}, indent=2) + "\n")
     print_table(rows)
     print(f"\nsaved to {out}")
+    failed = [r["failed"] for r in rows if r.get("failed")]
+    if failed:
+        raise BuildFailed("; ".join(failed), hint="read the fresh clone's output above, fix "
+                          "it, then run the bench again")
     return 0
 
 

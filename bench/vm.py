@@ -19,8 +19,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import images  # noqa: E402
+from harness.errors import BuildMissing, EnvironmentProblem  # noqa: E402
 from tests.qemu.lib import builds  # noqa: E402
+from tests.qemu.lib import errors as rig_errors  # noqa: E402
 from tests.qemu.lib.machine import DEFAULT_PROFILE, VM  # noqa: E402
+
+
+def _build(name: str) -> builds.QemuBuild:
+    try:
+        return builds.resolve(name)
+    except rig_errors.BuildMissing as exc:
+        raise BuildMissing(str(exc), hint="run `python3 build.py`") from exc
 
 
 def _median_time(fn, reps: int) -> float:
@@ -39,7 +48,7 @@ def savevm_loadvm(guest, workdir: Path, reps: int) -> dict[str, dict[str, float]
     times: dict[str, dict[str, list[float]]] = {}
     try:
         for name in ("patched", "stock"):
-            build = builds.resolve(name)
+            build = _build(name)
             (workdir / name).mkdir(parents=True, exist_ok=True)
             disk = images.make_disk(build.img, workdir / name / "disk.qcow2", "qcow2", "64M")
             vm = VM(build, guest, workdir / name, disk=disk, name=f"bench-{name}")
@@ -66,7 +75,7 @@ def savevm_loadvm(guest, workdir: Path, reps: int) -> dict[str, dict[str, float]
 
 
 def query_vm_snapshots(guest, workdir: Path, n: int, reps: int = 20) -> float:
-    build = builds.resolve("patched")
+    build = _build("patched")
     workdir.mkdir(parents=True, exist_ok=True)
     second = images.make_disk(build.img, workdir / "disk1.qcow2", "qcow2", "16M")
     disk = images.make_disk(build.img, workdir / "disk0.qcow2", "qcow2", "16M")
@@ -85,7 +94,11 @@ def query_vm_snapshots(guest, workdir: Path, n: int, reps: int = 20) -> float:
 
 
 def run(n: int, reps: int) -> list[dict]:
-    guest = images.ensure_guest(log=lambda m: None)
+    try:
+        guest = images.ensure_guest(log=lambda m: None)
+    except images.ImageError as exc:
+        raise EnvironmentProblem(f"cannot build the test guest: {exc}",
+                                 hint="run `python3 build.py images`") from exc
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-vm-") as tmp:
         res = savevm_loadvm(guest, Path(tmp) / "saveload", reps)

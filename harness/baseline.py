@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import aptsrc
 from .config import Baseline, Layout, load_baselines
-from .errors import BaselineError, CommandFailed, HarnessError, UsageError
+from .errors import BaselineError, CommandFailed, HarnessError, NotReady
 from .git import IMPORT_IDENTITY, REPOSITORY_VARIABLES, Git
 from .runner import StageLog, run
 
@@ -147,9 +147,9 @@ def require_tree(layout: Layout, baseline: Baseline, command: str,
     marker = read_marker(tree)
     if marker is None:
         if not (tree / ".git").exists():
-            raise UsageError(f"{tree} is not imported yet",
-                             hint=f"run `python3 build.py --baseline {baseline.name} "
-                                  "import` first")
+            raise NotReady(f"{tree} is not imported yet",
+                           hint=f"run `python3 build.py --baseline {baseline.name} "
+                                "import` first")
         raise BaselineError(f"{tree} was not made by `build.py import` (no {MARKER})",
                             hint=f"move {tree} away and run `python3 build.py --baseline "
                                  f"{baseline.name} import`")
@@ -305,9 +305,9 @@ def _ensure_stock_worktree(layout: Layout, baseline: Baseline, log: StageLog) ->
     if (stock / ".git").exists():
         head = Git(stock, log).rev("HEAD")
         if head != git.rev(baseline.base_tag):
-            raise HarnessError(f"{stock} is not at {baseline.base_tag}",
-                               hint=f"`git -C {stock} checkout --detach "
-                                    f"{baseline.base_tag}`")
+            raise BaselineError(f"{stock} is not at {baseline.base_tag}",
+                                hint=f"`git -C {stock} checkout --detach "
+                                     f"{baseline.base_tag}`")
         return
     if stock.exists() and any(stock.iterdir()):
         raise BaselineError(f"{stock} exists but is not a worktree of {layout.qemu}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .baseline import tree_version
 from .config import BuildProfile, Layout
-from .errors import BuildFailed
+from .errors import BuildMissing
 
 BINARIES = {
     "qemu-system-x86_64": "qemu-system-x86_64",
@@ -15,7 +15,7 @@ BINARIES = {
 
 
 def build_paths(profile: BuildProfile, layout: Layout) -> dict[str, str]:
-    """Absolute paths of a finished build; BuildFailed when any is missing."""
+    """Absolute paths of a finished build; BuildMissing when any is missing."""
     bdir = profile.build_dir(layout)
     paths = {key: str(bdir / rel) for key, rel in BINARIES.items()}
     paths["build-dir"] = str(bdir)
@@ -24,8 +24,8 @@ def build_paths(profile: BuildProfile, layout: Layout) -> dict[str, str]:
     paths["baseline"] = tree_version(profile.source(layout))
     missing = [k for k in BINARIES if not (bdir / BINARIES[k]).is_file()]
     if missing:
-        flag = {"stock": " --stock", "patched-asan": " --asan"}.get(profile.name, "")
-        raise BuildFailed(
+        flag = {"stock": " --only stock", "patched-asan": " --asan"}.get(profile.name, "")
+        raise BuildMissing(
             f"the {profile.name} build is missing {', '.join(missing)} (in {bdir})",
             hint=f"run `python3 build.py` (everything) or `python3 build.py build{flag}`")
     return paths

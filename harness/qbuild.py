@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .baseline import read_marker
 from .config import BUILD_TARGETS, Baseline, BuildProfile, Layout
-from .errors import BuildFailed, CommandFailed, HarnessError, UsageError
+from .errors import BuildFailed, CommandFailed, HarnessError, NotReady
 from .git import Git
 from .runner import StageLog, run
 from .series import read_stack, series_of_commits
@@ -195,8 +195,8 @@ def build(profile: BuildProfile, layout: Layout, log: StageLog,
           targets: tuple[str, ...] = BUILD_TARGETS) -> BuildResult:
     source = profile.source(layout)
     if not (source / "configure").exists():
-        raise UsageError(f"no QEMU tree at {source}",
-                         hint="run `python3 build.py import` (and `apply`) first")
+        raise NotReady(f"no QEMU tree at {source}",
+                       hint="run `python3 build.py import` (and `apply`) first")
     start = time.monotonic()
     args = configure_args(profile, layout)
     configured = _configure(profile, layout, log, args)

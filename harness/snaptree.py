@@ -19,7 +19,8 @@ qcow2 header's current snapshot extension for the current one). ``render`` draws
 
 Roots are snapshots without a parent and snapshots whose parent is not in the list (marked
 dangling: their parent was deleted). Snapshots without UUID (written by QEMU before the
-series) have no lineage and are listed flat. Standard library only.
+series) have no lineage and are listed flat. Standard library only; exit codes are
+harness/errors.py's (3: the image or VM cannot be read).
 
 CLI:  python3 -m harness.snaptree --image PATH [--qemu-img PATH]  |  --qmp SOCKET
 """
@@ -34,6 +35,8 @@ import subprocess
 import sys
 import uuid as uuidlib
 from pathlib import Path
+
+from .errors import NotReady, fail
 
 CURRENT_MARK = "*"
 QCOW2_MAGIC = b"QFI\xfb"
@@ -284,13 +287,23 @@ def main(argv: list[str] | None = None) -> int:
     return run(args.image, args.qmp, args.qemu_img, args.json)
 
 
+def load(image: Path | None, qmp: str | None, qemu_img: str = "qemu-img") -> dict:
+    """The data of an image or a running VM; NotReady (exit 3, with the next step) when it
+    cannot be read: no such image, no VM on the socket, not a QEMU with the series."""
+    try:
+        return from_image(qemu_img, image) if image else from_qmp_socket(qmp)
+    except (SnapTreeError, OSError, ValueError) as exc:
+        raise NotReady(f"cannot read the snapshots: {exc}",
+                       hint="check the image path, or that the QMP socket is a free QMP "
+                            "monitor of a running patched QEMU") from exc
+
+
 def run(image: Path | None, qmp: str | None, qemu_img: str = "qemu-img",
         as_json: bool = False) -> int:
     try:
-        data = from_image(qemu_img, image) if image else from_qmp_socket(qmp)
-    except (SnapTreeError, OSError, ValueError) as exc:
-        print(f"snaptree: {exc}", file=sys.stderr)
-        return 1
+        data = load(image, qmp, qemu_img)
+    except NotReady as exc:
+        return fail(exc)
     sys.stdout.write(json.dumps(data, indent=2) + "\n" if as_json else render(data))
     return 0
 

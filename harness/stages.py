@@ -9,8 +9,10 @@ from . import baseline, bisect, bootstrap, export, peers, port, qbuild, report, 
 from .config import BASELINE_ENV, PROFILES
 from .errors import (
     BuildFailed,
+    BuildMissing,
     EnvironmentProblem,
     HarnessError,
+    NotReady,
     PatchConflict,
     TestsFailed,
     UsageError,
@@ -68,8 +70,8 @@ def build(ctx: Context, log: StageLog) -> str:
     for name in _profiles(ctx):
         if name == "stock":
             if not (ctx.layout.stock / "configure").exists():
-                raise UsageError("no stock tree (qemu-stock/)",
-                                 hint="run `python3 build.py import`")
+                raise NotReady("no stock tree (qemu-stock/)",
+                               hint="run `python3 build.py import`")
         res = qbuild.build(PROFILES[name], ctx.layout, log, ctx.baseline,
                            jobs=ctx.options.get("jobs"))
         done.append(f"{name} {res.seconds:.1f}s" + (" (configured)" if res.configured else ""))
@@ -152,7 +154,7 @@ def status(ctx: Context, log: StageLog) -> str:
         try:
             build_paths(prof, lay)
             lines.append(f"{name} build: ready in {prof.build_dir(lay)}")
-        except BuildFailed:
+        except BuildMissing:
             lines.append(f"{name} build: missing")
     for line in lines:
         print("    " + line)

@@ -1,9 +1,15 @@
-"""python3 -m images [--cache-dir DIR]: build or find the test guest, print it as JSON."""
+"""python3 -m images [--cache-dir DIR]: build or find the test guest, print it as JSON.
+
+Exit codes are harness/errors.py's: 3 when the guest cannot be built (a missing package or
+tool, apt without lists), with the next step on stderr.
+"""
 
 import argparse
 import json
 import sys
 from pathlib import Path
+
+from harness.errors import EnvironmentProblem, fail
 
 from .guest import ImageError, ensure_guest
 
@@ -20,8 +26,9 @@ def main(argv=None) -> int:
     try:
         guest = ensure_guest(args.cache_dir, log=lambda msg: print(msg, file=sys.stderr))
     except ImageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(EnvironmentProblem(f"cannot build the test guest: {exc}",
+                                       hint="`python3 build.py setup` installs what the "
+                                            "builder needs; then `python3 -m images` again"))
     print(json.dumps(guest.to_json(), indent=2))
     return 0
 

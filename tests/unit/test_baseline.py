@@ -222,10 +222,11 @@ def test_an_import_made_before_profiles_is_recognised_by_its_debian_version(proj
 
 
 def test_require_tree_without_an_import(project):
-    from harness.errors import UsageError
-    with pytest.raises(UsageError, match="not imported") as err:
+    from harness.errors import NotReady
+    with pytest.raises(NotReady, match="not imported") as err:
         baseline.require_tree(project.layout, project.baseline, "build")
     assert "--baseline 10.0.13 import" in err.value.hint
+    assert err.value.exit_code == 3  # a tree not made yet is not a usage error
     project.layout.qemu.mkdir()
     git(project.layout.qemu, "init", "-q")
     with pytest.raises(BaselineError, match="not made by `build.py import`"):

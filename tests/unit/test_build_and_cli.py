@@ -10,7 +10,7 @@ import pytest
 
 from harness import bootstrap, pipeline, qbuild, runner
 from harness.config import PROFILES, ROOT, Layout
-from harness.errors import BuildFailed, EnvironmentProblem, HarnessError
+from harness.errors import BuildFailed, BuildMissing, EnvironmentProblem, HarnessError
 from harness.paths import build_paths
 
 
@@ -71,11 +71,14 @@ def test_firmware_links_only_what_is_missing(tmp_path, log):
 
 
 def test_paths_without_a_build(tmp_path):
+    """A build never made is BuildMissing (environment, 3), not a build that failed (6);
+    the hint is a command that exists."""
     layout = Layout(root=tmp_path, cache=tmp_path / "cache")
-    with pytest.raises(BuildFailed) as err:
+    with pytest.raises(BuildMissing) as err:
         build_paths(PROFILES["stock"], layout)
-    assert "python3 build.py build --stock" in err.value.hint
-    assert err.value.exit_code == 6
+    assert not isinstance(err.value, BuildFailed)
+    assert "python3 build.py build --only stock" in err.value.hint
+    assert err.value.exit_code == 3
 
 
 def test_paths_of_a_build(tmp_path):
@@ -102,7 +105,7 @@ def test_cli_paths_exit_code_and_message_without_build(tmp_path):
     shutil.copy(ROOT / "build.py", proj / "build.py")
     res = subprocess.run([sys.executable, str(proj / "build.py"), "paths", "--json"],
                          capture_output=True, text=True)
-    assert res.returncode == 6
+    assert res.returncode == 3
     assert res.stdout == ""
     assert "error: the patched build is missing" in res.stderr
     assert "next: run `python3 build.py`" in res.stderr
@@ -213,9 +216,9 @@ def test_cli_baseline_option_is_checked_against_the_imported_tree(project, log):
     assert "next: work on that tree: `python3 build.py --baseline 10.0.13 paths`" in res.stderr
     # asking for the tree's profile gets past the check (to "no build yet")
     res = cli("--baseline", "10.0.13", "paths", "--json")
-    assert res.returncode == 6 and "the patched build is missing" in res.stderr
+    assert res.returncode == 3 and "the patched build is missing" in res.stderr
     res = cli("paths", "--json", env={"QEMU_HARNESS_BASELINE": "10.0.13"})
-    assert res.returncode == 6
+    assert res.returncode == 3
     bdir = project.layout.qemu / "build"
     bdir.mkdir()
     for name in ("qemu-system-x86_64", "qemu-img", "qemu-io", "qemu-nbd"):

@@ -232,10 +232,12 @@ def test_from_qmp_socket(tmp_path):
 def test_from_qmp_socket_error_and_cli(tmp_path, capsys):
     sock = tmp_path / "q"
     t, _ = _fake_qmp(sock, {"error": {"class": "CommandNotFound", "desc": "no such command"}})
-    assert snaptree.main(["--qmp", str(sock)]) == 1
+    assert snaptree.main(["--qmp", str(sock)]) == 3
     t.join(5)
-    assert "CommandNotFound" in capsys.readouterr().err
-    assert snaptree.main(["--qmp", str(tmp_path / "missing")]) == 1
+    err = capsys.readouterr().err
+    assert "CommandNotFound" in err and "\n  next: " in err
+    assert snaptree.main(["--qmp", str(tmp_path / "missing")]) == 3
+    assert "next: check the image path" in capsys.readouterr().err
 
 
 def test_cli_image(tmp_path, capsys):
