@@ -163,12 +163,13 @@ APT_PACKAGES = (
     "busybox-static", "cpio", "kmod",
     "qemu-utils",  # Debian's qemu-img 7.2: a real old peer for compatibility tests
     "mmdebstrap",  # chroots of older Debian releases: the peer matrix (harness/peers.py)
+    "valgrind",  # the query-netdevs leak checks (tests/qemu/test_netdevs_leaks.py)
 )
 
 # Python packages for the project venv (PyPI).
 PIP_PACKAGES = (
-    "meson>=1.5", "ninja", "pycotap>=1.1.0", "pytest", "qemu.qmp", "pexpect",
-    "nox", "ruff", "pytest-xdist",
+    "meson>=1.5", "ninja", "pycotap>=1.1.0", "pytest", "pytest-timeout", "qemu.qmp",
+    "pexpect", "nox", "ruff", "pytest-xdist",
 )
 
 BUILD_TARGETS = (

@@ -3,6 +3,13 @@
 Each pipeline stage owns a ``StageLog``; every command it runs is written
 to that log as a shlex-quoted line followed by its combined output, which
 is flushed as it arrives so nothing is lost when a command fails.
+
+Every command has a timeout (``DEFAULT_TIMEOUT`` unless the caller gives
+one): a command that runs longer is hung, and its whole process group
+(ninja's compilers, pytest's QEMUs) is killed and CommandTimeout raised.
+The command runs in its own process group so that it can be killed as a
+whole; Ctrl-C is forwarded to it (SIGINT, then SIGKILL after a grace
+period) so nothing is left running when the harness stops.
 """
 
 from __future__ import annotations
@@ -10,13 +17,20 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .errors import CommandFailed, EnvironmentProblem
+from .errors import CommandFailed, CommandTimeout, EnvironmentProblem
+
+# Longer than anything the harness runs on a 2-core machine (a clean build of both trees
+# takes about 40 minutes, the QEMU suites a few): past this a command is hung.
+DEFAULT_TIMEOUT = 3 * 3600.0
+INTERRUPT_GRACE = 20.0  # seconds a command gets to clean up after Ctrl-C
 
 
 class StageLog:
@@ -74,9 +88,14 @@ def run(
     env: Mapping[str, str | None] | None = None,
     check: bool = True,
     input: str | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
 ) -> subprocess.CompletedProcess:
     """Run ``argv`` (never through a shell), logging command and output.
-    ``env`` adds to the environment; a None value removes that variable."""
+    ``env`` adds to the environment; a None value removes that variable.
+
+    CommandFailed when it exits non-zero (unless ``check`` is false); CommandTimeout,
+    whatever ``check`` says, when it ran longer than ``timeout`` seconds (None: no limit).
+    """
     args = [os.fspath(a) for a in argv]
     full_env = dict(os.environ)
     for key, value in (env or {}).items():
@@ -91,30 +110,73 @@ def run(
         proc = subprocess.Popen(
             args, cwd=cwd, env=full_env, text=True, errors="replace",
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0,
         )
     except FileNotFoundError as exc:
         raise EnvironmentProblem(
             f"cannot run '{args[0]}': not installed or not in PATH",
             hint="run `python3 build.py setup` to install the build dependencies",
         ) from exc
-    if input is not None:
-        try:
-            proc.stdin.write(input)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass  # it exited without reading all of it: its exit code says why
+    timed_out = threading.Event()
+
+    def on_timeout():
+        timed_out.set()
+        _signal_group(proc, signal.SIGKILL)
+
+    timer = threading.Timer(timeout, on_timeout) if timeout else None
     chunks = []
-    for line in proc.stdout:
-        chunks.append(line)
-        log.write(line)
-        if log.echo:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-    rc = proc.wait()
+    try:
+        if timer:
+            timer.daemon = True
+            timer.start()
+        if input is not None:
+            try:
+                proc.stdin.write(input)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass  # it exited without reading all of it: its exit code says why
+        for line in proc.stdout:
+            chunks.append(line)
+            log.write(line)
+            if log.echo:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+        rc = proc.wait()
+    except BaseException:  # Ctrl-C (the terminal signals only our group), or any error here
+        _stop(proc, log)
+        raise
+    finally:
+        if timer:
+            timer.cancel()
     output = "".join(chunks)
-    log.write(f"# exit {rc} after {time.monotonic() - start:.1f}s\n")
+    seconds = time.monotonic() - start
+    if timed_out.is_set():
+        log.write(f"# killed after {seconds:.1f}s: timeout {timeout:g}s\n")
+        raise CommandTimeout(args, rc, output, log=str(log.path),
+                             message=f"command timed out after {timeout:g}s and was "
+                                     f"killed: {shlex.join(args)}")
+    log.write(f"# exit {rc} after {seconds:.1f}s\n")
     result = subprocess.CompletedProcess(args, rc, output, "")
     if check and rc != 0:
         raise CommandFailed(args, rc, output, log=str(log.path))
     return result
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """Signal the process group the command leads (process_group=0 made it)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _stop(proc: subprocess.Popen, log: StageLog) -> None:
+    """Interrupt the command's group, then kill what is left after the grace period."""
+    _signal_group(proc, signal.SIGINT)
+    try:
+        proc.wait(timeout=INTERRUPT_GRACE)
+    except subprocess.TimeoutExpired:
+        pass
+    _signal_group(proc, signal.SIGKILL)
+    proc.wait()
+    log.write("# interrupted\n")

@@ -81,6 +81,8 @@ def pytest_configure(config):
         "markers", "iotests: runs upstream qemu-iotests (deselect with -m 'not iotests')"
     )
     config.addinivalue_line("markers", "coldboot: boots the guest from scratch")
+    # pytest-timeout registers it too; this keeps a venv without the plugin quiet
+    config.addinivalue_line("markers", "timeout(seconds): per-test limit (pytest-timeout)")
 
 
 def _build_names(config) -> list[str]:

@@ -129,6 +129,7 @@ def _run_check(
 
 
 @pytest.mark.iotests
+@pytest.mark.timeout(2 * TIMEOUT + 600)  # the first item waits for check, and its rerun
 @pytest.mark.parametrize(
     "iotest", IOTESTS + [pytest.param(t, marks=pytest.mark.series) for t in SERIES_IOTESTS]
 )

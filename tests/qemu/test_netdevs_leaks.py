@@ -57,6 +57,7 @@ def _connect(qmp: QMP, proc: subprocess.Popen, path: str, timeout: float, log) -
 
 
 @pytest.mark.skipif(VALGRIND is None, reason="valgrind is not installed (apt-get install valgrind)")
+@pytest.mark.timeout(1800)  # QEMU under valgrind: minutes to start and to exit
 @pytest.mark.parametrize("machine", ["none", "pc-paused"])
 def test_query_netdevs_no_leak_under_valgrind(build, test_dir, machine):
     """machine none: no guest at all. pc-paused: a PC whose CPU never runs (-S), so that a

@@ -18,6 +18,7 @@ QTESTS = ("query-netdevs-test",)
 
 @pytest.mark.iotests
 @pytest.mark.series
+@pytest.mark.timeout(1800)  # ninja builds the qtest first
 @pytest.mark.parametrize("qtest", QTESTS)
 def test_qtest(build, qtest, test_dir):
     source = build.source_dir / "tests" / "qtest" / f"{qtest}.c"

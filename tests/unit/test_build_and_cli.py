@@ -274,3 +274,40 @@ def test_export_works_on_a_tree_of_another_baseline(project, log):
     res = cli("clean", "--trees")
     assert res.returncode == 0, res.stderr
     assert not project.layout.qemu.exists()
+
+
+def test_runner_kills_a_hung_command_and_its_children(log):
+    """A command past its timeout is killed with everything it started (a grandchild
+    holding the output pipe included): CommandTimeout, even with check=False."""
+    import time
+
+    from harness.errors import CommandTimeout
+    start = time.monotonic()
+    with pytest.raises(CommandTimeout) as err:
+        runner.run(["sh", "-c", "echo started; sleep 60 & sleep 60"], log, timeout=0.5,
+                   check=False)
+    assert time.monotonic() - start < 10
+    assert "timed out after 0.5s and was killed" in err.value.message
+    assert err.value.output == "started\n"
+    assert err.value.exit_code == 3 and err.value.log == str(log.path)
+    assert "# killed after" in log.path.read_text()
+
+
+def test_runner_default_timeout_applies(log, monkeypatch):
+    import inspect
+    assert inspect.signature(runner.run).parameters["timeout"].default == \
+        runner.DEFAULT_TIMEOUT
+    res = runner.run([sys.executable, "-c", "print('quick')"], log, timeout=30)
+    assert res.stdout == "quick\n"
+
+
+def test_setup_installs_what_the_tests_need():
+    """valgrind (the leak checks skipped without it) and pytest-timeout (hung tests) come
+    with `build.py setup`; every pytest run has a per-test timeout."""
+    import tomllib
+
+    from harness.config import APT_PACKAGES, PIP_PACKAGES
+    assert "valgrind" in APT_PACKAGES
+    assert "pytest-timeout" in PIP_PACKAGES
+    ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert 0 < int(ini["timeout"]) <= 3600
