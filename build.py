@@ -166,8 +166,9 @@ def main(argv: list[str] | None = None, layout: Layout | None = None) -> int:
                 (ctx.layout.results / f"junit-{name}.xml").unlink(missing_ok=True)
             # the peer chroots come from the cache once built (seconds)
             before = [stages.STAGES["peers"]] if "peers" in suites else []
-            try:
-                run_stages(before + _test_stage(suites, tuple(args.pytest_args)), ctx)
+            try:  # every suite runs; the first failure's exit code is the result
+                run_stages(before + _test_stage(suites, tuple(args.pytest_args)), ctx,
+                           keep_going=True)
             finally:
                 print(testrun.closing_line(ctx.layout, suites))
             return 0

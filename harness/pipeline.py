@@ -2,7 +2,8 @@
 
 A stage is a name and a function ``(Context, StageLog) -> str`` that
 returns a one-line summary or raises a HarnessError. ``run_stages`` stops at
-the first failure and always prints the per-stage timing table.
+the first failure (``keep_going``: runs every stage anyway, as the test
+suites do) and always prints the per-stage table: result, time, summary.
 """
 
 from __future__ import annotations
@@ -68,7 +69,13 @@ def run_stage(stage: Stage, ctx: Context, out=None) -> StageResult:
     return StageResult(stage.name, True, seconds, summary, str(log_path))
 
 
-def run_stages(stages: list[Stage], ctx: Context, out=None) -> list[StageResult]:
+def run_stages(stages: list[Stage], ctx: Context, out=None,
+               keep_going: bool = False) -> list[StageResult]:
+    """Run ``stages`` in order; raise the first failure after the table is printed.
+
+    Without ``keep_going`` the first failure ends the run (a later stage needs the
+    earlier one's output); with it every stage runs and the first failure is raised
+    at the end, so one broken suite does not hide another's results."""
     out = out or sys.stdout
     results: list[StageResult] = []
     failure: HarnessError | None = None
@@ -80,8 +87,9 @@ def run_stages(stages: list[Stage], ctx: Context, out=None) -> list[StageResult]
             results.append(StageResult(stage.name, False, time.monotonic() - start,
                                        exc.message.splitlines()[0],
                                        str(ctx.layout.logs / f"{stage.name}.log")))
-            failure = exc
-            break
+            failure = failure or exc
+            if not keep_going:
+                break
     print_timings(results, out)
     if failure is not None:
         raise failure
@@ -92,8 +100,9 @@ def print_timings(results: list[StageResult], out=None) -> None:
     out = out or sys.stdout
     if len(results) < 2 and all(r.ok for r in results):
         return
-    print("\nstage        result   seconds", file=out)
+    print("\nstage        result   seconds  summary", file=out)
     for r in results:
-        print(f"{r.name:<12} {'ok' if r.ok else 'FAILED':<8} {r.seconds:8.1f}", file=out)
+        print(f"{r.name:<12} {'ok' if r.ok else 'FAILED':<8} {r.seconds:8.1f}  {r.summary}",
+              file=out)
     print(f"{'total':<12} {'':<8} {sum(r.seconds for r in results):8.1f}", file=out,
           flush=True)

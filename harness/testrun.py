@@ -7,8 +7,11 @@ from dataclasses import dataclass
 
 from .bootstrap import venv_python
 from .config import Layout
-from .errors import TestsFailed
+from .errors import TestsFailed, UsageError
 from .runner import StageLog, run
+
+# pytest's exit codes (pytest.ExitCode) the harness tells apart
+PYTEST_OK, PYTEST_USAGE, PYTEST_NO_TESTS = 0, 4, 5
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,12 @@ def run_suite(layout: Layout, suite: Suite, log: StageLog,
     res = run(pytest_argv(layout, suite, extra), log, cwd=layout.root, check=False, env=env)
     tail = [ln for ln in res.stdout.splitlines() if ln.strip()][-1:] or ["no output"]
     summary = tail[0].strip("= ")
-    if res.returncode not in (0,):
+    if res.returncode == PYTEST_NO_TESTS and extra:
+        return f"{suite.name}: no test selected by {' '.join(extra)}"
+    if res.returncode == PYTEST_USAGE:
+        raise UsageError(f"pytest refused the {suite.name} suite's arguments: {summary}",
+                         hint="check the arguments after `--` (`.venv/bin/pytest --help`)")
+    if res.returncode != PYTEST_OK:
         raise TestsFailed(f"{suite.name} tests failed: {summary}",
                           hint=f"per-test logs under {layout.results / suite.name}; "
                                f"JUnit XML in {layout.results}")
@@ -63,12 +71,14 @@ def run_suite(layout: Layout, suite: Suite, log: StageLog,
 
 def closing_line(layout: Layout, suites: list[str]) -> str:
     """One plain summary over the suites' JUnit files: 'tests: N passed, N failed,
-    N skipped' (strict xfails, the series tests on the stock build, count as passed)."""
+    N xfailed, N skipped' (+ N flaky: passed only when retried). An expected failure
+    (a series test on a build without the series) is not a pass: it is counted apart."""
     from .report import junit_counts
     total: Counter = Counter()
     for name in suites:
         for counts in (junit_counts(layout.results / f"junit-{name}.xml",
                                     split_builds=False) or {}).values():
             total.update(counts)
-    return (f"tests: {total['passed'] + total['xfailed']} passed, {total['failed']} failed, "
-            f"{total['skipped']} skipped")
+    flaky = f", {total['flaky']} flaky" if total["flaky"] else ""
+    return (f"tests: {total['passed']} passed, {total['failed']} failed{flaky}, "
+            f"{total['xfailed']} xfailed, {total['skipped']} skipped")
