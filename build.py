@@ -21,12 +21,12 @@ from harness.peers import PEERS  # noqa: E402
 from harness.pipeline import Context, Stage, run_stages  # noqa: E402
 
 
-def _test_stage(suites: list[str], extra: tuple[str, ...]) -> list[Stage]:
+def _test_stage(suites: list[str], extra: tuple[str, ...], require_all: bool) -> list[Stage]:
     def make(name):
         return Stage(f"test-{name}",
                      lambda ctx, log: testrun.run_suite(
                          ctx.layout, testrun.SUITES[name], log, extra,
-                         env={BASELINE_ENV: ctx.baseline.name}))
+                         env={BASELINE_ENV: ctx.baseline.name}, require_all=require_all))
     return [make(s) for s in suites]
 
 
@@ -117,6 +117,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--suite", action="append", choices=sorted(testrun.SUITES),
                     help="run only this suite (repeatable); default: unit and qemu")
     sp.add_argument("--iotests", action="store_true", help="also run the upstream iotests")
+    sp.add_argument("--require-all", action="store_true",
+                    help="a missing build, tool, firmware or device fails a QEMU test instead "
+                         "of skipping it (CI=true does the same)")
     sp.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
     return p
 
@@ -167,8 +170,8 @@ def main(argv: list[str] | None = None, layout: Layout | None = None) -> int:
             # the peer chroots come from the cache once built (seconds)
             before = [stages.STAGES["peers"]] if "peers" in suites else []
             try:  # every suite runs; the first failure's exit code is the result
-                run_stages(before + _test_stage(suites, tuple(args.pytest_args)), ctx,
-                           keep_going=True)
+                run_stages(before + _test_stage(suites, tuple(args.pytest_args),
+                                                args.require_all), ctx, keep_going=True)
             finally:
                 print(testrun.closing_line(ctx.layout, suites))
             return 0

@@ -35,13 +35,16 @@ SUITES = {
 }
 
 
-def pytest_argv(layout: Layout, suite: Suite, extra: tuple[str, ...] = ()) -> list[str]:
+def pytest_argv(layout: Layout, suite: Suite, extra: tuple[str, ...] = (),
+                require_all: bool = False) -> list[str]:
     results = layout.results
     argv = [str(venv_python(layout)), "-m", "pytest", *suite.paths,
             f"--junitxml={results / ('junit-' + suite.name + '.xml')}",
             "-o", f"junit_suite_name={suite.name}", "-o", "junit_family=xunit1", "-ra"]
     if suite.name != "unit":
         argv.append(f"--results-dir={results / suite.name}")
+        if require_all:  # a missing build, tool or firmware fails instead of skipping
+            argv.append("--require-all")
     if suite.summary_json:
         argv.append(f"--matrix-json={results / suite.summary_json}")
     if suite.markers:
@@ -50,11 +53,13 @@ def pytest_argv(layout: Layout, suite: Suite, extra: tuple[str, ...] = ()) -> li
 
 
 def run_suite(layout: Layout, suite: Suite, log: StageLog,
-              extra: tuple[str, ...] = (), env: dict | None = None) -> str:
+              extra: tuple[str, ...] = (), env: dict | None = None,
+              require_all: bool = False) -> str:
     """pytest for one suite; ``env`` for the test processes (the selected
     baseline, so that their `build.py paths` asks for the same one)."""
     layout.results.mkdir(parents=True, exist_ok=True)
-    res = run(pytest_argv(layout, suite, extra), log, cwd=layout.root, check=False, env=env)
+    res = run(pytest_argv(layout, suite, extra, require_all), log, cwd=layout.root,
+              check=False, env=env)
     tail = [ln for ln in res.stdout.splitlines() if ln.strip()][-1:] or ["no output"]
     summary = tail[0].strip("= ")
     if res.returncode == PYTEST_NO_TESTS and extra:

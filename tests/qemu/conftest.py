@@ -1,10 +1,14 @@
 """Fixtures of the real-guest test rig (see tests/qemu/lib/__init__.py for the modules).
 
 Run:  .venv/bin/pytest tests/qemu --results-dir out/results [-m "not iotests"] [--builds stock]
+      [--require-all]
 
 Fixtures for tests (names are the interface; series tests build on them):
+  require        session: lib.require.Requirements, the one place a test asks for a build,
+                 tool, firmware or device; a missing one skips, or fails under --require-all
+                 (also QEMU_HARNESS_REQUIRE_ALL=1 or CI=true)
   build          session, parametrized over --builds (default patched,stock): a QemuBuild,
-                 or a skip naming `python3 build.py` when that build is missing
+                 or require's skip/failure naming `python3 build.py` when that build is missing
   monitor        "hmp" or "qmp" (parametrized)
   guest          session: images.Guest (kernel, initrd, cmdline, manifest)
   test_dir       this test's own directory under <results-dir>/tests/ (named in failure reports)
@@ -20,7 +24,6 @@ Markers: series (xfail strict on stock; must pass on patched), iotests (upstream
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import sys
@@ -36,8 +39,9 @@ if str(REPO) not in sys.path:
 import images  # noqa: E402  (stdlib-only package at the repository root)
 from tests.qemu.lib import builds, procs, timings  # noqa: E402
 from tests.qemu.lib.builds import QemuBuild  # noqa: E402
-from tests.qemu.lib.errors import BuildMissing, MonitorError  # noqa: E402
+from tests.qemu.lib.errors import MonitorError  # noqa: E402
 from tests.qemu.lib.machine import DEFAULT_PROFILE, VM, MachineProfile, accel_from_env  # noqa: E402
+from tests.qemu.lib.require import Requirements, required_by  # noqa: E402
 from tests.qemu.lib.snapshots import for_monitor  # noqa: E402
 
 DISK_SIZE = "64M"
@@ -63,6 +67,12 @@ def pytest_addoption(parser):
         "--builds",
         default="patched,stock",
         help="comma-separated builds to test: patched, stock (default both)",
+    )
+    group.addoption(
+        "--require-all",
+        action="store_true",
+        help="a missing build, tool, firmware or device fails the test instead of skipping "
+        "it (also with QEMU_HARNESS_REQUIRE_ALL=1 or CI=true)",
     )
     group.addoption(
         "--keep-scratch",
@@ -168,14 +178,15 @@ def results_dir(pytestconfig) -> Path:
 
 
 @pytest.fixture(scope="session")
-def build(request) -> QemuBuild:
-    accel = accel_from_env()
-    if accel == "kvm" and not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        pytest.skip("QEMU_HARNESS_ACCEL=kvm but /dev/kvm is not usable: unset it to use tcg")
-    try:
-        return builds.resolve(request.param)
-    except BuildMissing as exc:
-        pytest.skip(str(exc))
+def require(pytestconfig) -> Requirements:
+    return Requirements(required_by(pytestconfig.getoption("--require-all")))
+
+
+@pytest.fixture(scope="session")
+def build(request, require) -> QemuBuild:
+    if accel_from_env() == "kvm":
+        require.kvm()
+    return require.build(request.param)
 
 
 @pytest.fixture(params=["hmp", "qmp"])

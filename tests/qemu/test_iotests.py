@@ -65,20 +65,9 @@ def parse_tap(text: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def iotests_run(build, results_dir) -> IotestsRun:
-    check = build.build_dir / "tests" / "qemu-iotests" / "check"
-    if not check.exists():
-        pytest.skip(
-            f"{check} missing: configure the {build.name} build with --enable-tools "
-            f"and build it (`python3 build.py`)"
-        )
-    bundle = build.build_dir / "qemu-bundle" / "usr" / "local" / "share" / "qemu"
-    if not (bundle / "bios-256k.bin").exists():
-        pytest.skip(
-            f"the {build.name} build cannot find its firmware: {bundle}/bios-256k.bin is missing "
-            f"(link /usr/share/seabios/*.bin, /usr/share/qemu/linuxboot_dma.bin, ... there; "
-            f"`python3 build.py` does it)"
-        )
+def iotests_run(build, results_dir, require) -> IotestsRun:
+    check = require.iotests_check(build)
+    require.firmware(build)
     directory = results_dir / "iotests" / build.name
     directory.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()

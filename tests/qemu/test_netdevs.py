@@ -316,15 +316,11 @@ def test_query_netdevs_and_info_network_agree(vm_factory):
                           "lonely", "n0", "hub0port0", "hub0port1", legacy_user[0]]  # fmt: skip
 
 
-def _can_make_tap() -> bool:
-    return os.geteuid() == 0 and os.access("/dev/net/tun", os.R_OK | os.W_OK)
-
-
-@pytest.mark.skipif(not _can_make_tap(), reason="tap backends need root and /dev/net/tun")
-def test_multiqueue_tap_listed_once(vm_factory):
+def test_multiqueue_tap_listed_once(vm_factory, require):
     """A tap backend with several queues is several net clients of one name: query-netdevs
     lists it once (queues in its config), info network shows every queue; netdev_add and
     netdev_del (also under its NIC) of a multiqueue backend act on the whole backend."""
+    require.tap()
     tag = f"qh{os.getpid() % 100000}"  # tap names: at most 15 bytes, unique per process
     vm = _paused(
         vm_factory,

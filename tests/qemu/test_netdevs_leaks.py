@@ -27,9 +27,6 @@ from tests.qemu.lib.qmp import QMP
 
 pytestmark = pytest.mark.series
 
-VALGRIND = shutil.which("valgrind")
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -56,19 +53,19 @@ def _connect(qmp: QMP, proc: subprocess.Popen, path: str, timeout: float, log) -
         time.sleep(0.2)
 
 
-@pytest.mark.skipif(VALGRIND is None, reason="valgrind is not installed (apt-get install valgrind)")
 @pytest.mark.timeout(1800)  # QEMU under valgrind: minutes to start and to exit
 @pytest.mark.parametrize("machine", ["none", "pc-paused"])
-def test_query_netdevs_no_leak_under_valgrind(build, test_dir, machine):
+def test_query_netdevs_no_leak_under_valgrind(build, test_dir, machine, require):
     """machine none: no guest at all. pc-paused: a PC whose CPU never runs (-S), so that a
     NIC can hold a backend that netdev_del removed; that backend outlives the list of net
     clients until exit, the case patch 0015 frees the configuration early for."""
+    valgrind = require.tool("valgrind", package="valgrind")
     sockdir = tempfile.mkdtemp(prefix="qh-vg-", dir="/tmp")
     qmp_sock = os.path.join(sockdir, "qmp")
     vg_log = test_dir / "valgrind.log"
     out_log = test_dir / "vg-qemu.log"
     args = [
-        VALGRIND,
+        valgrind,
         "--leak-check=full",
         "--show-leak-kinds=definite,indirect",
         "--errors-for-leak-kinds=definite",

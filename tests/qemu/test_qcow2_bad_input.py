@@ -14,10 +14,7 @@ Every case runs against the patched build and, when it exists, the ASan build
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,8 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.qemu.lib import builds, qcow2
-from tests.qemu.lib.errors import BuildMissing
+from tests.qemu.lib import qcow2
 from tests.qemu.test_qcow2_identity import (
     Tools,
     assert_current,
@@ -51,36 +47,18 @@ NAMES = ("s1", "s2", "s3")  # a chain; s3 is current; before snapshot i the data
 FILLER = bytes((0xA0 + i) & 0xFF or 1 for i in range(1024))  # "unknown" extra data bytes
 
 
-def _asan_tools() -> Tools:
-    cmd = [sys.executable, str(REPO / "build.py"), "paths", "--json", "--asan"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
-    try:
-        data = json.loads(proc.stdout) if proc.returncode == 0 else None
-        b = builds.QemuBuild.from_json("patched-asan", data, "build.py paths --json --asan")
-    except (ValueError, TypeError, BuildMissing):
-        pytest.skip("no ASan build: run `python3 build.py build --asan`")
-    return Tools("patched-asan", b.img, b.io, b.system)
-
-
 @pytest.fixture(scope="session", params=VARIANTS)
-def variant(request) -> Tools:
+def variant(request, require) -> Tools:
     if "patched" not in request.config.getoption("--builds"):
+        # the user deselected the build these tests exercise: not a missing capability
         pytest.skip("the bad-input tests exercise the patched build (--builds has no patched)")
-    if request.param == "asan":
-        return _asan_tools()
-    try:
-        return Tools.of(builds.resolve("patched"))
-    except BuildMissing as exc:
-        pytest.skip(str(exc))
+    return Tools.of(require.build("patched-asan" if request.param == "asan" else "patched"))
 
 
 @pytest.fixture(scope="session")
-def crafter() -> Tools:
+def crafter(require) -> Tools:
     """The (fast, non-ASan) patched build makes the base images."""
-    try:
-        return Tools.of(builds.resolve("patched"))
-    except BuildMissing as exc:
-        pytest.skip(str(exc))
+    return Tools.of(require.build("patched"))
 
 
 @pytest.fixture(scope="session")

@@ -62,12 +62,9 @@ class Tools:
         return cls(build.name, build.img, build.io, build.system)
 
 
-def debian_tools() -> Tools:
-    if not os.access(DEBIAN_IMG, os.X_OK):
-        pytest.skip(
-            f"{DEBIAN_IMG} is absent: Debian's qemu-img 7.2 (apt-get install qemu-utils) "
-            "is the old peer of the compatibility tests"
-        )
+def debian_tools(require) -> Tools:
+    require.executable(DEBIAN_IMG, "qemu-utils",
+                       ": Debian's qemu-img 7.2 is the old peer of the compatibility tests")
     return Tools("debian-7.2", DEBIAN_IMG, DEBIAN_IO if os.access(DEBIAN_IO, os.X_OK) else None)
 
 
@@ -492,15 +489,10 @@ def test_guest_snapshots_carry_the_uuids_on_disk(build, vm, snapshots):
 
 
 def _peer(name: str, request) -> Tools:
+    require = request.getfixturevalue("require")
     if name == "debian-7.2":
-        return debian_tools()
-    from tests.qemu.lib import builds
-    from tests.qemu.lib.errors import BuildMissing
-
-    try:
-        return Tools.of(builds.resolve("stock"))
-    except BuildMissing as exc:
-        pytest.skip(str(exc))
+        return debian_tools(require)
+    return Tools.of(require.build("stock"))
 
 
 PEERS = ["debian-7.2", "stock"]
@@ -686,7 +678,8 @@ def _full_header_image(t: Tools, directory: Path) -> tuple[Path, int]:
         free = 512 - (backing_off + backing_len)
         if free < EXT_BYTES:
             return path, free
-    pytest.skip("could not make a qcow2 header cluster without room for 24 bytes")
+    pytest.fail("could not make a qcow2 header cluster without room for 24 bytes: the test "
+                "cannot set up what it tests")
 
 
 def test_snapshot_on_an_image_without_header_room(build, tools, test_dir):

@@ -72,6 +72,7 @@ def test_all_suites_pass(fake_venv, capsys):
     plan(unit=ok, qemu=ok)
     assert cli.main(["test"], layout=layout) == 0
     assert [a[0] for a in ran()] == ["tests/unit", "tests/qemu"]
+    assert not any("--require-all" in a for a in ran())
     assert capsys.readouterr().out.rstrip().endswith(
         "tests: 2 passed, 0 failed, 0 xfailed, 0 skipped")
 
@@ -86,6 +87,16 @@ def test_a_filter_that_selects_nothing_in_one_suite_is_not_a_failure(fake_venv, 
     plan(unit={"rc": 5, "cases": "", "line": "=== no tests ran in 0.3s ==="},
          qemu={"rc": 0, "cases": PASS, "line": "== 1 passed in 9s =="})
     assert cli.main(["test"], layout=layout) == 7  # without a filter an empty suite fails
+
+
+def test_require_all_reaches_the_qemu_suites(fake_venv):
+    layout, plan, ran = fake_venv
+    ok = {"rc": 0, "cases": PASS, "line": "== 1 passed in 0.1s =="}
+    plan(unit=ok, qemu=ok, iotests=ok)
+    assert cli.main(["test", "--iotests", "--require-all"], layout=layout) == 0
+    unit, qemu, iotests = ran()
+    assert "--require-all" not in unit  # the unit suite has no such option
+    assert "--require-all" in qemu and "--require-all" in iotests
 
 
 def test_pytest_argv_per_suite(tmp_path):

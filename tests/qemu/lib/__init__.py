@@ -3,6 +3,8 @@
 One concern per module:
   errors.py     the exception tree (all rig errors derive from RigError)
   builds.py     which QEMU binaries to test (build.py paths --json, env overrides)
+  require.py    what a test needs from the machine (builds, tools, firmware, devices): one
+                place that skips, or fails under --require-all / CI=true
   machine.py    VM: one context-managed QEMU process (argument lists only), MachineProfile
   qmp.py        QMP client (qemu.qmp) that logs its traffic to the test directory
   hmp.py        HMP client: pexpect on a real readline monitor chardev

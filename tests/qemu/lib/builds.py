@@ -1,7 +1,8 @@
-"""Which QEMU binaries the tests run: the lead's `build.py paths --json [--stock]`.
+"""Which QEMU binaries the tests run: the lead's `build.py paths --json [--stock|--asan]`.
 
 An environment variable naming a JSON file of the same shape wins over build.py:
-QEMU_HARNESS_PATHS (patched) and QEMU_HARNESS_STOCK_PATHS (stock).
+QEMU_HARNESS_PATHS (patched), QEMU_HARNESS_STOCK_PATHS (stock) and
+QEMU_HARNESS_ASAN_PATHS (patched-asan, the ASan build the bad-input tests also run).
 """
 
 from __future__ import annotations
@@ -16,14 +17,18 @@ from pathlib import Path
 from .errors import BuildMissing
 
 REPO = Path(__file__).resolve().parents[3]
-BUILDS = ("patched", "stock")
-ENV = {"patched": "QEMU_HARNESS_PATHS", "stock": "QEMU_HARNESS_STOCK_PATHS"}
+BUILDS = ("patched", "stock")  # what --builds selects; "patched-asan" only on request
+ENV = {"patched": "QEMU_HARNESS_PATHS", "stock": "QEMU_HARNESS_STOCK_PATHS",
+       "patched-asan": "QEMU_HARNESS_ASAN_PATHS"}
+FLAGS = {"patched": (), "stock": ("--stock",), "patched-asan": ("--asan",)}
+MAKE = {"patched": "python3 build.py", "stock": "python3 build.py",
+        "patched-asan": "python3 build.py build --asan"}
 KEYS = ("qemu-system-x86_64", "qemu-img", "qemu-io", "qemu-nbd", "build-dir", "source-dir")
 
 
 @dataclasses.dataclass(frozen=True)
 class QemuBuild:
-    name: str  # "patched" or "stock"
+    name: str  # "patched", "stock" or "patched-asan"
     system: Path  # qemu-system-x86_64
     img: Path
     io: Path
@@ -51,27 +56,25 @@ class QemuBuild:
             if not os.access(p, os.X_OK):
                 raise BuildMissing(
                     f"{name} build: {p} is not an executable (from {origin}); "
-                    f"run `python3 build.py` to build it"
+                    f"run `{MAKE.get(name, 'python3 build.py')}` to build it"
                 )
         return b
 
 
 def build_command(name: str) -> list[str]:
-    cmd = [
+    return [
         sys.executable if sys.executable else "python3",
         str(REPO / "build.py"),
         "paths",
         "--json",
+        *FLAGS[name],
     ]
-    if name == "stock":
-        cmd.append("--stock")
-    return cmd
 
 
 def resolve(name: str) -> QemuBuild:
     """Find build ``name``; raise BuildMissing with the command that makes it."""
-    if name not in BUILDS:
-        raise ValueError(f"unknown build {name!r} (one of {BUILDS})")
+    if name not in ENV:
+        raise ValueError(f"unknown build {name!r} (one of {tuple(ENV)})")
     env_file = os.environ.get(ENV[name])
     if env_file:
         try:
@@ -88,7 +91,7 @@ def resolve(name: str) -> QemuBuild:
     if proc.returncode != 0:
         raise BuildMissing(
             f"no {name} build (`{' '.join(cmd[1:])}` exited {proc.returncode}: "
-            f"{(proc.stderr or proc.stdout).strip()[-300:]}); run `python3 build.py` "
+            f"{(proc.stderr or proc.stdout).strip()[-300:]}); run `{MAKE[name]}` "
             f"or set {ENV[name]} to a paths JSON file"
         )
     try:

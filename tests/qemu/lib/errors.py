@@ -1,7 +1,8 @@
 """The rig's exception tree. Every error names what failed and where its logs are.
 
 RigError
- +-- BuildMissing        a QEMU build (or a tool it needs) is not there: skip, naming the command
+ +-- BuildMissing        a QEMU build (or a tool it needs) is not there: require.py skips
+                         (or fails under --require-all), naming the command
  +-- VMError             something about one VM; carries the VM's directory
       +-- VMLaunchError  QEMU did not start (command line and log tail in the message)
       +-- VMTimeout      waiting for the VM (console pattern, migration, job) took too long
