@@ -12,13 +12,18 @@ Fixtures for tests (names are the interface; series tests build on them):
   monitor        "hmp" or "qmp" (parametrized)
   guest          session: images.Guest (kernel, initrd, cmdline, manifest)
   test_dir       this test's own directory under <results-dir>/tests/ (named in failure reports)
+  build_features session, per build: {feature: present}, probed (lib/features.py) and kept
+                 in <results-dir>/features-<build>.json
   booted_state   session, per build: a guest cold-booted once and migrated to a file
   vm_factory     start(name="vm", *, fast=True, disk=None, disk_format="qcow2", profile=...)
                  -> a launched VM (fast: -incoming from booted_state); all shut down at teardown
   vm             a fast-started VM with a fresh qcow2 disk whose guest counter is running
   snapshots      lib.snapshots.SnapshotOps for (vm, monitor): save/load/delete/tags/stop/cont
   make_disk      make_disk(name, fmt="qcow2", size="64M") -> Path in test_dir
-Markers: series (xfail strict on stock; must pass on patched), iotests (upstream qemu-iotests).
+Markers: series[(feature, ...)] (a strict xfail, met only by an absent feature, on a build
+whose probe lacks a named feature (none named: any); a plain test on a build that has them),
+iotests (upstream qemu-iotests). Each test's JUnit record carries its build as property
+"build".
 """
 
 from __future__ import annotations
@@ -37,17 +42,13 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import images  # noqa: E402  (stdlib-only package at the repository root)
-from tests.qemu.lib import builds, procs, timings  # noqa: E402
+from tests.qemu.lib import builds, features, procs, timings  # noqa: E402
 from tests.qemu.lib.builds import QemuBuild  # noqa: E402
-from tests.qemu.lib.errors import MonitorError  # noqa: E402
 from tests.qemu.lib.machine import DEFAULT_PROFILE, VM, MachineProfile, accel_from_env  # noqa: E402
 from tests.qemu.lib.require import Requirements, required_by  # noqa: E402
 from tests.qemu.lib.snapshots import for_monitor  # noqa: E402
 
 DISK_SIZE = "64M"
-# What a series test raises on a build without the series: a failed assertion, a missing
-# QMP member (KeyError), an unknown command or argument (QMPCommandError/HMPError/JobError).
-SERIES_ABSENT = (AssertionError, LookupError, MonitorError)
 LOGS_KEY = pytest.StashKey[Path]()
 REPORTS_KEY = pytest.StashKey[dict]()
 SCRATCH_SUFFIXES = (".qcow2", ".raw", ".mig", ".img")
@@ -84,8 +85,8 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
-        "series: tests a feature of the patch series "
-        "(xfail strict on the stock build, must pass on patched)",
+        "series(*features): tests a feature of the patch series (strict xfail on a build "
+        "whose probe lacks it, must pass on a build that has it)",
     )
     config.addinivalue_line(
         "markers", "iotests: runs upstream qemu-iotests (deselect with -m 'not iotests')"
@@ -108,23 +109,46 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("build", _build_names(metafunc.config), indirect=True, scope="session")
 
 
+# The parameter that says which build a test runs: `build`, or test_qcow2_bad_input's
+# `variant` (the patched build and its ASan build).
+BUILD_PARAMS = {"build": None, "variant": {"patched": "patched", "asan": "patched-asan"}}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.get_closest_marker("series") is None:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        for param, names in BUILD_PARAMS.items():
+            if param in params:  # the report reads the build from here, not from test names
+                item.user_properties.append(("build", (names or {}).get(params[param],
+                                                                         params[param])))
+                break
+        marker = item.get_closest_marker("series")
+        if marker is None:
             continue
-        callspec = getattr(item, "callspec", None)
-        if callspec is None or "build" not in callspec.params:
+        if "build" not in params:
             raise pytest.UsageError(f"{item.nodeid}: a series test must use the `build` fixture")
-        if callspec.params["build"] == "stock":
-            # Only "feature absent" outcomes count as the expected failure; a VM that does not
-            # start, hangs or panics (VMError) is a real failure on stock too.
-            item.add_marker(
-                pytest.mark.xfail(
-                    strict=True,
-                    raises=SERIES_ABSENT,
-                    reason="series feature: absent from stock QEMU",
-                )
-            )
+        try:
+            features.needed(marker.args)
+        except ValueError as exc:
+            raise pytest.UsageError(f"{item.nodeid}: {exc}")
+
+
+@pytest.fixture(autouse=True)
+def _series_expectation(request):
+    """A series test is a strict xfail on a build whose probe lacks a feature it needs; only
+    an absent feature (features.ABSENT) meets it, so its assertions are real everywhere."""
+    marker = request.node.get_closest_marker("series")
+    if marker is None:
+        return
+    build = request.getfixturevalue("build")
+    lacking = features.lacking(features.needed(marker.args),
+                               request.getfixturevalue("build_features"))
+    if lacking:
+        probed = request.getfixturevalue("results_dir") / f"features-{build.name}.json"
+        request.applymarker(pytest.mark.xfail(
+            strict=True, raises=features.ABSENT,
+            reason=f"the {build.name} build lacks series feature(s) {', '.join(lacking)} "
+                   f"(probe: {probed})"))
 
 
 # -- failure report names the test's directory ---------------------------------------
@@ -187,6 +211,13 @@ def build(request, require) -> QemuBuild:
     if accel_from_env() == "kvm":
         require.kvm()
     return require.build(request.param)
+
+
+@pytest.fixture(scope="session")
+def build_features(build, results_dir) -> dict[str, bool]:
+    found = features.probe(build, results_dir / "features" / build.name)
+    (results_dir / f"features-{build.name}.json").write_text(json.dumps(found, indent=2) + "\n")
+    return found
 
 
 @pytest.fixture(params=["hmp", "qmp"])

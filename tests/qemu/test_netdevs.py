@@ -21,7 +21,7 @@ from tests.qemu.lib import netdevs as nd
 from tests.qemu.lib.errors import QMPCommandError
 from tests.qemu.lib.machine import DEFAULT_PROFILE, MachineProfile
 
-pytestmark = pytest.mark.series
+pytestmark = pytest.mark.series("query-netdevs")
 
 NO_NICS = MachineProfile(nics=())
 

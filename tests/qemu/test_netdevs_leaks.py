@@ -25,7 +25,7 @@ from tests.qemu.lib import procs
 from tests.qemu.lib.machine import DEFAULT_PROFILE
 from tests.qemu.lib.qmp import QMP
 
-pytestmark = pytest.mark.series
+pytestmark = pytest.mark.series("query-netdevs")
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.qemu.lib import qcow2
+from tests.qemu.lib.errors import FeatureAbsent
 from tests.qemu.lib.machine import DISK_NODE
 
 DEBIAN_IMG = Path("/usr/bin/qemu-img")
@@ -204,7 +205,12 @@ def block_snaps(reply: dict) -> dict[str, dict]:
 
 
 def is_v4(u: uuidlib.UUID | None) -> bool:
-    return u is not None and u.version == 4 and u.variant == uuidlib.RFC_4122
+    """Is ``u`` a random (v4) RFC 9562 UUID? None — an entry without UUID — raises
+    FeatureAbsent: on a build without the series that is the expected failure of a series
+    test (lib/features.py), on one with the series a real failure like any other."""
+    if u is None:
+        raise FeatureAbsent("the snapshot has no UUID on disk (extra data bytes 24-39)")
+    return u.version == 4 and u.variant == uuidlib.RFC_4122
 
 
 def s(u: uuidlib.UUID | None) -> str | None:
@@ -257,7 +263,7 @@ def tools(build) -> Tools:
 # -- qemu-img --------------------------------------------------------------------------
 
 
-@pytest.mark.series
+@pytest.mark.series("snapshot-uuid")
 def test_create_records_uuid_parent_and_current(tools, test_dir):
     """-c s1, -c s2: v4 UUIDs on disk, distinct; s2's parent is s1; the current-snapshot
     extension names s2 under autoclear bit 2; -l, info --output=json show those bytes;
@@ -285,14 +291,14 @@ def test_create_records_uuid_parent_and_current(tools, test_dir):
     check(tools, path)
 
 
-@pytest.mark.series
+@pytest.mark.series("snapshot-uuid")
 def test_apply_then_create_branches_from_applied(tools, test_dir):
     """-a s1 makes s1 current (bytes) and restores its data; -c s3 then records s1 as
     parent, not s2."""
     path = test_dir / "a.qcow2"
     image = lineage_image(tools, path, ("s1", "s2"))
     u1, u2 = image.by_name("s1").uuid, image.by_name("s2").uuid
-    assert u1 and u2
+    assert is_v4(u1) and is_v4(u2)
     img(tools, "snapshot", "-a", "s1", path)
     assert has_pattern(tools, path, 0x11)
     assert_current(qcow2.read(path), u1)
@@ -308,13 +314,13 @@ def test_apply_then_create_branches_from_applied(tools, test_dir):
     check(tools, path)
 
 
-@pytest.mark.series
+@pytest.mark.series("snapshot-uuid")
 def test_apply_and_delete_by_uuid(tools, test_dir):
     """-a and -d take a UUID (SPEC §3); the UUID wins over a snapshot *named* like it."""
     path = test_dir / "a.qcow2"
     image = lineage_image(tools, path)
     u1, u2, u3 = (image.by_name(n).uuid for n in ("s1", "s2", "s3"))
-    assert u1 and u2 and u3
+    assert is_v4(u1) and is_v4(u2) and is_v4(u3)
 
     # convert -l <UUID> reads a snapshot by UUID (bdrv_snapshot_load_tmp_by_id_or_name)
     out = test_dir / "s3.raw"
@@ -343,7 +349,7 @@ def test_apply_and_delete_by_uuid(tools, test_dir):
     check(tools, path)
 
 
-@pytest.mark.series
+@pytest.mark.series("snapshot-uuid")
 def test_delete_current_falls_back_to_parent(tools, test_dir):
     """Deleting the current snapshot makes its parent current; deleting a root current
     leaves no current snapshot (extension gone, bit clear); a non-current delete keeps
@@ -352,7 +358,7 @@ def test_delete_current_falls_back_to_parent(tools, test_dir):
     image = lineage_image(tools, path, ("s1", "s2", "s3", "s4"))
     u = {sn.name: sn.uuid for sn in image.snapshots}
     extra = {sn.name: sn.extra for sn in image.snapshots}
-    assert all(u.values())
+    assert all(is_v4(x) for x in u.values())
 
     img(tools, "snapshot", "-d", "s2", path)  # not current: current stays s4
     image = qcow2.read(path)
@@ -378,7 +384,7 @@ def test_delete_current_falls_back_to_parent(tools, test_dir):
     check(tools, path)
 
 
-@pytest.mark.series
+@pytest.mark.series("snapshot-uuid")
 def test_version_2_images_have_uuids_but_no_current(tools, test_dir):
     """compat=0.10 has no autoclear bits: snapshots get UUIDs, never a current snapshot
     (so no parents); amend to v2 drops the extension, back to v3 there is none."""
@@ -408,7 +414,7 @@ def test_version_2_images_have_uuids_but_no_current(tools, test_dir):
     check(tools, path)
 
 
-@pytest.mark.series
+@pytest.mark.series("snapshot-uuid")
 def test_qmp_internal_snapshot_commands(tools, test_dir):
     """blockdev-snapshot-internal-sync records the current snapshot as parent; the
     SnapshotInfo that blockdev-snapshot-delete-internal-sync returns carries the deleted
@@ -458,7 +464,7 @@ def _named_node_snaps(vm) -> dict[str, dict]:
     raise AssertionError(f"{DISK_NODE} missing from query-named-block-nodes")
 
 
-@pytest.mark.series
+@pytest.mark.series("snapshot-uuid")
 def test_guest_snapshots_carry_the_uuids_on_disk(build, vm, snapshots):
     """savevm / snapshot-save on a running guest: query-block and query-named-block-nodes
     report uuid / parent-uuid equal to the image bytes; the extension follows save and
@@ -532,7 +538,7 @@ def test_image_of_an_older_qemu_opens(tools, peer_name, request, test_dir):
     assert has_pattern(io_peer, path, 0x22)
 
 
-@pytest.mark.series
+@pytest.mark.series("snapshot-uuid")
 @pytest.mark.parametrize("peer_name", PEERS)
 def test_new_snapshot_on_an_older_image(tools, peer_name, request, test_dir):
     """The series' first snapshot on an old image: v4 UUID, a root (no current before),
@@ -564,7 +570,7 @@ def test_new_snapshot_on_an_older_image(tools, peer_name, request, test_dir):
     check(tools, path)
 
 
-@pytest.mark.series
+@pytest.mark.series("snapshot-uuid")
 @pytest.mark.parametrize("peer_name", PEERS)
 def test_image_of_the_series_modified_by_an_older_qemu(tools, peer_name, request, test_dir):
     """Made by the series (s1 -> s2, current s2), then an older qemu-img reads it (nothing
@@ -617,7 +623,7 @@ def test_image_of_the_series_modified_by_an_older_qemu(tools, peer_name, request
     assert_current(qcow2.read(path), s2.uuid)
 
 
-@pytest.mark.series
+@pytest.mark.series("snapshot-uuid")
 def test_check_repair_drops_stale_extension(tools, test_dir):
     """check -r all drops a stale extension (bit cleared by an older QEMU) from the header;
     the snapshot table is untouched."""

@@ -2,7 +2,8 @@
 
 Each test runs once per monitor: the operation under test (save/load/delete, by tag or UUID)
 goes through that monitor; query-vm-snapshots (QMP) and `info snapshots` (HMP) are both
-checked where the test looks at the lineage. Marked `series`: xfail (strict) on stock.
+checked where the test looks at the lineage. Marked `series`: a strict xfail on a build
+without the series (lib/features.py).
 
 Not repeated here (test_vm_series.py has them): a fresh v4 UUID per snapshot, one
 load+delete by UUID of a lone snapshot, load needing exactly one of tag/uuid with a valid tag.
@@ -36,7 +37,7 @@ from tests.qemu.lib.lineage import (
 from tests.qemu.lib.machine import DISK_NODE
 from tests.qemu.lib.snapshots import for_monitor
 
-pytestmark = pytest.mark.series
+pytestmark = pytest.mark.series("snapshot-uuid", "query-vm-snapshots")
 
 NIL = "00000000-0000-0000-0000-000000000000"
 # UUID-shaped but not a UUID (a 'g'): a typo, not a tag anyone means

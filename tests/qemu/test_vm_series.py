@@ -1,6 +1,7 @@
 """Features of the patch series (SPEC.md §2-3), on a real guest, over HMP and QMP.
 
-Marked `series`: expected to fail on the stock build (xfail strict), must pass on patched.
+Marked `series` (all features): a strict xfail on a build whose probe lacks one
+(lib/features.py), must pass on patched.
 """
 
 from __future__ import annotations

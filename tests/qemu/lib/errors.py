@@ -7,6 +7,8 @@ RigError
       +-- VMLaunchError  QEMU did not start (command line and log tail in the message)
       +-- VMTimeout      waiting for the VM (console pattern, migration, job) took too long
       +-- GuestFailure   a failure pattern (panic, HARNESS-ERROR) appeared on the console
+ +-- FeatureAbsent       (also a LookupError) a series feature is not in this build: a
+ |                       snapshot without UUID, a series iotest or qtest not in the tree
  +-- MonitorError        a monitor command failed
       +-- HMPError       HMP printed an error for a command (text in .output)
       +-- QMPCommandError  QMP returned an error (class and desc)
@@ -22,6 +24,10 @@ class RigError(Exception):
 
 class BuildMissing(RigError):
     pass
+
+
+class FeatureAbsent(RigError, LookupError):
+    """The expected failure of a series test on a build without the series (lib/features)."""
 
 
 class VMError(RigError):
