@@ -30,21 +30,24 @@ def _load(path: Path):
 
 
 def junit_counts(path: Path, split_builds: bool = True) -> dict[str, Counter] | None:
-    """Outcome counts per build ("patched", "stock", or "-") from a JUnit file."""
+    """Outcome counts per build from a JUnit file: passed, failed, xfailed, skipped, and
+    flaky (passed only when rerun). The build is the test's "build" property (the QEMU
+    rig records it), "-" for tests without one; never guessed from a test's name."""
     try:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError):
         return None
     counts: dict[str, Counter] = {}
     for case in root.iter("testcase"):
-        name = case.get("name", "")
-        m = re.search(r"\b(patched|stock)\b", name) if split_builds else None
-        build = m.group(1) if m else "-"
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        build = props.get("build", "-") if split_builds else "-"
         if case.find("failure") is not None or case.find("error") is not None:
             outcome = "failed"
         elif (sk := case.find("skipped")) is not None:
             outcome = "xfailed" if "xfail" in (sk.get("type", "") + sk.get("message", "")) \
                 else "skipped"
+        elif "flaky" in props:
+            outcome = "flaky"
         else:
             outcome = "passed"
         counts.setdefault(build, Counter())[outcome] += 1
@@ -174,8 +177,8 @@ def _peers_rows(data) -> list[str]:
 
 
 def _section_tests(layout: Layout) -> list[str]:
-    out = ["## Tests", "", "| suite | build | passed | failed | xfailed | skipped |",
-           "|---|---|---:|---:|---:|---:|"]
+    out = ["## Tests", "", "| suite | build | passed | failed | flaky | xfailed | skipped |",
+           "|---|---|---:|---:|---:|---:|---:|"]
     missing = []
     for suite, title in SUITES:
         counts = junit_counts(layout.results / f"junit-{suite}.xml",
@@ -185,7 +188,7 @@ def _section_tests(layout: Layout) -> list[str]:
             continue
         for build, c in sorted(counts.items()):
             out.append(f"| {title} | {build} | {c['passed']} | {c['failed']} | "
-                       f"{c['xfailed']} | {c['skipped']} |")
+                       f"{c['flaky']} | {c['xfailed']} | {c['skipped']} |")
     if missing:
         out += ["", "Not run: " + ", ".join(
             f"`python3 build.py test --suite {s}`" for s in missing) + "."]

@@ -212,6 +212,9 @@ def test_checkpatch_names_the_series_of_each_patch(toy, log, tmp_path):
     assert review.load(json.loads((tmp_path / "checkpatch.json").read_text())) == reviews
 
 
+BUILD = '<properties><property name="build" value="%s"/></properties>'
+
+
 def test_report_gathers_results_and_names_missing_inputs(tmp_path):
     layout = Layout(root=tmp_path, cache=tmp_path / "cache")
     res = layout.results
@@ -220,11 +223,21 @@ def test_report_gathers_results_and_names_missing_inputs(tmp_path):
                 res / "checkpatch.json")
     (res / "junit-qemu.xml").write_text(
         '<testsuites><testsuite name="qemu">'
-        '<testcase classname="t" name="test_savevm[hmp-patched]"/>'
-        '<testcase classname="t" name="test_savevm[hmp-stock]"/>'
-        '<testcase classname="t" name="test_uuid[qmp-stock]">'
+        '<testcase classname="t" name="test_savevm[hmp-patched]">' + BUILD % "patched" +
+        '</testcase><testcase classname="t" name="test_savevm[hmp-stock]">' + BUILD % "stock" +
+        '</testcase><testcase classname="t" name="test_uuid[qmp-stock]">' + BUILD % "stock" +
         '<skipped type="pytest.xfail" message="series feature"/></testcase>'
-        '<testcase classname="t" name="test_uuid[qmp-patched]"><failure message="x"/>'
+        '<testcase classname="t" name="test_uuid[qmp-patched]">' + BUILD % "patched" +
+        '<failure message="x"/></testcase>'
+        # a name that says nothing about the build (test_qcow2_bad_input's ASan variant)
+        '<testcase classname="t" name="test_bad[asan-24]">' + BUILD % "patched-asan" +
+        '</testcase></testsuite></testsuites>')
+    (res / "junit-iotests.xml").write_text(
+        '<testsuites><testsuite name="iotests">'
+        '<testcase classname="t" name="test_iotest[stock-153]"><properties>'
+        '<property name="build" value="stock"/><property name="flaky" value="first run: fail; '
+        'passed on rerun"/></properties></testcase>'
+        '<testcase classname="t" name="test_iotest[stock-007]">' + BUILD % "stock" +
         '</testcase></testsuite></testsuites>')
     (res / "bench.json").write_text(json.dumps({"rows": [
         {"name": "qemu-img snapshot -c x1000", "patched": "1.02 s", "stock": "1.00 s",
@@ -244,8 +257,10 @@ def test_report_gathers_results_and_names_missing_inputs(tmp_path):
     md = report.write(layout, select_baseline("10.0.13")).read_text()
     assert "- stock: built from profile 10.2.2, not the selected 10.0.13" in md
     assert "| 0001-a.patch | 0 | 1 | ok |" in md
-    assert "| QEMU tests on real guests | patched | 1 | 1 | 0 | 0 |" in md
-    assert "| QEMU tests on real guests | stock | 1 | 0 | 1 | 0 |" in md
+    assert "| QEMU tests on real guests | patched | 1 | 1 | 0 | 0 | 0 |" in md
+    assert "| QEMU tests on real guests | stock | 1 | 0 | 0 | 1 | 0 |" in md
+    assert "| QEMU tests on real guests | patched-asan | 1 | 0 | 0 | 0 | 0 |" in md
+    assert "| Upstream iotests | stock | 1 | 0 | 1 | 0 | 0 |" in md
     assert "| qemu-img snapshot -c x1000 | 1.02 s | 1.00 s | 1.02 | <= 1.05 |" in md
     assert "Not run: `python3 build.py bisect`." in md
     assert "patched: no build (run `python3 build.py build`)" in md
@@ -264,9 +279,10 @@ def test_closing_line_sums_the_suites(tmp_path):
         '<testsuites><testsuite><testcase name="t[stock]"><skipped type="pytest.xfail" '
         'message="x"/></testcase><testcase name="u"><failure message="f"/></testcase>'
         '<testcase name="v"><skipped message="no ASan build"/></testcase>'
-        '</testsuite></testsuites>')
+        '<testcase name="w"><properties><property name="flaky" value="rerun"/></properties>'
+        '</testcase></testsuite></testsuites>')
     assert testrun.closing_line(layout, ["unit", "qemu", "iotests"]) == \
-        "tests: 2 passed, 1 failed, 1 xfailed, 1 skipped"
+        "tests: 2 passed, 1 failed, 1 flaky, 1 xfailed, 1 skipped"
 
 
 def test_report_groups_checkpatch_and_bisect_per_series(tmp_path):
