@@ -48,5 +48,5 @@ def test_fast_start(vm, booted_state, build):
     # the fresh disk receives the restored guest's writes
     later = vm.console.wait_counter(at_least=values[-1] + 1, timeout=30)
     assert vm.disk_counter() >= later
-    assert vm.timings["usable"] < booted_state.boot_seconds + 30
+    # how fast it was is data for bench/ and timings.json, not a pass/fail criterion
     record_timing(f"{build.name}.test_fast_start_to_usable_seconds", vm.timings["usable"])

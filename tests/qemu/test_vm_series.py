@@ -80,19 +80,28 @@ def test_unknown_or_malformed_uuid_changes_nothing(vm, snapshots, monitor):
     snapshots.save("keep")
     keep = _node_snapshots(vm)["keep"]["uuid"]
     assert UUID_RE.match(keep)
-    for bad in (str(uuidlib.uuid4()), "12345678-not-a-uuid"):
+    unknown, malformed = str(uuidlib.uuid4()), "12345678-not-a-uuid"
+    # what QMP says about each (the uuid argument is parsed; HMP takes it as a tag then)
+    qmp_says = {unknown: f"Snapshot '{unknown}' does not exist",
+                malformed: f"'{malformed}' is not a valid UUID"}
+    for bad in (unknown, malformed):
         if monitor == "hmp":
-            assert vm.hmp.cmd_error(f"loadvm {bad}")
-            # a name that is neither a snapshot's UUID nor its tag is an
-            # error for delvm too (a mistyped UUID is not silently ignored)
-            assert "does not exist" in vm.hmp.cmd_error(f"delvm {bad}")
+            # cmd_error already fails when there is no error: check it is the right one.
+            # A name that is neither a snapshot's UUID nor its tag is an error for delvm
+            # too (a mistyped UUID is not silently ignored).
+            for cmd in ("loadvm", "delvm"):
+                err = vm.hmp.cmd_error(f"{cmd} {bad}")
+                assert bad in err and "does not exist" in err, err
         else:
             for cmd in ("snapshot-load", "snapshot-delete"):
                 args = {"uuid": bad, "devices": [DISK_NODE]}
                 if cmd == "snapshot-load":
                     args["vmstate"] = DISK_NODE
-                with pytest.raises((QMPCommandError, JobError)):
+                with pytest.raises((QMPCommandError, JobError)) as exc:
                     vm.qmp.run_job(cmd, f"{cmd}-bad", **args)
+                text = exc.value.desc if isinstance(exc.value, QMPCommandError) \
+                    else exc.value.error
+                assert qmp_says[bad] in text, (cmd, bad, text)
         assert vm.qmp.cmd("query-status")["status"] == "running"
     assert list(_node_snapshots(vm)) == ["keep"]
     assert _node_snapshots(vm)["keep"]["uuid"] == keep

@@ -51,14 +51,21 @@ def test_save_load_delete_restores_ram_and_disk(vm, snapshots):
 
     snapshots.delete("snap1")
     assert snapshots.tags() == []
+    # a failed load changes nothing: not the disk, not RAM (the guest continues from where
+    # it was stopped, not from an older state)
+    snapshots.stop()
+    c_stopped, d_stopped = con.last_counter(), vm.disk_counter()
+    assert c_stopped >= n
     err = snapshots.load_error("snap1")
     assert "snap1" in err and "does not exist" in err
+    assert vm.disk_counter() == d_stopped, "a failed load wrote the disk"
+    mark2 = con.mark()
     if _status(vm) != "running":
         snapshots.cont()
-    # a failed load changes nothing: the guest continues where it was
-    mark2 = con.mark()
     m = con.wait_counter(since=mark2)
-    assert n < m <= n + 30
+    assert c_stopped < m <= c_stopped + 2, (
+        f"after a failed load the counter printed {m}; it was stopped at {c_stopped}"
+    )
 
 
 def test_two_snapshots_load_the_older(vm, snapshots):
@@ -104,6 +111,7 @@ def test_save_refused_with_raw_disk(vm, snapshots, monitor, make_disk, build):
         snapshots.devices = [DISK_NODE, "raw0"]
 
     snapshots.stop()  # flushes; nothing writes the images while stopped
+    c_stopped = vm.console.last_counter()
     qcow2_before, raw_before = _sha256(vm.disk), _sha256(raw)
     err = snapshots.save_error("refused")
     assert "raw0" in err and "does not support snapshots" in err, err
@@ -111,9 +119,13 @@ def test_save_refused_with_raw_disk(vm, snapshots, monitor, make_disk, build):
     assert _sha256(vm.disk) == qcow2_before, "a refused savevm must not write the qcow2 image"
     assert _sha256(raw) == raw_before
 
-    snapshots.cont()
-    c = vm.console.wait_counter(since=vm.console.mark())
-    assert c > 0
+    mark = vm.console.mark()
+    if _status(vm) != "running":
+        snapshots.cont()
+    c = vm.console.wait_counter(since=mark)
+    assert c_stopped < c <= c_stopped + 2, (
+        f"after the refused save the guest printed {c}; it was stopped at {c_stopped}"
+    )
     vm.shutdown()
     info = subprocess.run(
         [str(build.img), "info", "--output=json", str(vm.disk)],

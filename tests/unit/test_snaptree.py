@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import stat
 import struct
@@ -241,12 +240,18 @@ def test_from_qmp_socket_error_and_cli(tmp_path, capsys):
 
 
 def test_cli_image(tmp_path, capsys):
+    """The CLI prints the tree (or, --json, the data) and only reads the image: it may be
+    in use by a running QEMU."""
     img = _qcow2_header(tmp_path / "d.qcow2", IMAGE_CURRENT)
+    before = img.read_bytes(), img.stat().st_mtime_ns
     qemu_img = _fake_qemu_img(tmp_path, {"format": "qcow2", "snapshots": IMAGE_SNAPSHOTS})
     assert snaptree.main(["--image", str(img), "--qemu-img", str(qemu_img)]) == 0
     out = capsys.readouterr().out
     assert out == snaptree.render({"current": IMAGE_CURRENT, "snapshots": IMAGE_SNAPSHOTS})
-    assert os.path.exists(img)
+    assert snaptree.main(["--image", str(img), "--qemu-img", str(qemu_img), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"current": IMAGE_CURRENT,
+                                                   "snapshots": IMAGE_SNAPSHOTS}
+    assert (img.read_bytes(), img.stat().st_mtime_ns) == before, "the image was written"
 
 
 def test_recorded_vm_partial_without_current():
