@@ -12,6 +12,9 @@ from .runner import StageLog, run
 
 # pytest's exit codes (pytest.ExitCode) the harness tells apart
 PYTEST_OK, PYTEST_USAGE, PYTEST_NO_TESTS = 0, 4, 5
+# What `build.py test --require-all` sets for the suites that run QEMU (tests/qemu reads it,
+# like its --require-all option): a missing build, tool or firmware fails instead of skipping.
+REQUIRE_ALL_ENV = "QEMU_HARNESS_REQUIRE_ALL"
 
 
 @dataclass(frozen=True)
@@ -35,16 +38,13 @@ SUITES = {
 }
 
 
-def pytest_argv(layout: Layout, suite: Suite, extra: tuple[str, ...] = (),
-                require_all: bool = False) -> list[str]:
+def pytest_argv(layout: Layout, suite: Suite, extra: tuple[str, ...] = ()) -> list[str]:
     results = layout.results
     argv = [str(venv_python(layout)), "-m", "pytest", *suite.paths,
             f"--junitxml={results / ('junit-' + suite.name + '.xml')}",
             "-o", f"junit_suite_name={suite.name}", "-o", "junit_family=xunit1", "-ra"]
     if suite.name != "unit":
         argv.append(f"--results-dir={results / suite.name}")
-        if require_all:  # a missing build, tool or firmware fails instead of skipping
-            argv.append("--require-all")
     if suite.summary_json:
         argv.append(f"--matrix-json={results / suite.summary_json}")
     if suite.markers:
@@ -58,8 +58,11 @@ def run_suite(layout: Layout, suite: Suite, log: StageLog,
     """pytest for one suite; ``env`` for the test processes (the selected
     baseline, so that their `build.py paths` asks for the same one)."""
     layout.results.mkdir(parents=True, exist_ok=True)
-    res = run(pytest_argv(layout, suite, extra, require_all), log, cwd=layout.root,
-              check=False, env=env)
+    env = dict(env or {})
+    if require_all and suite.name != "unit":  # the suites that run QEMU
+        env[REQUIRE_ALL_ENV] = "1"
+    res = run(pytest_argv(layout, suite, extra), log, cwd=layout.root, check=False,
+              env=env or None)
     tail = [ln for ln in res.stdout.splitlines() if ln.strip()][-1:] or ["no output"]
     summary = tail[0].strip("= ")
     if res.returncode == PYTEST_NO_TESTS and extra:

@@ -20,7 +20,8 @@ args = sys.argv[3:]
 suite = "unit" if "tests/unit" in args else "iotests" if "iotests" in args else "qemu"
 plan = json.loads(os.environ["FAKE_PYTEST"])[suite]
 with open(os.environ["FAKE_PYTEST_CALLS"], "a") as f:
-    f.write(json.dumps(args) + "\\n")
+    f.write(json.dumps(args + ["env:" + os.environ.get("QEMU_HARNESS_REQUIRE_ALL", "")])
+            + "\\n")
 junit = next(a.split("=", 1)[1] for a in args if a.startswith("--junitxml="))
 with open(junit, "w") as f:
     f.write("<testsuites><testsuite>" + plan["cases"] + "</testsuite></testsuites>")
@@ -41,6 +42,7 @@ def fake_venv(tmp_path, monkeypatch):
     python.chmod(0o755)
     calls = tmp_path / "calls"
     monkeypatch.setenv("FAKE_PYTEST_CALLS", str(calls))
+    monkeypatch.delenv("QEMU_HARNESS_REQUIRE_ALL", raising=False)
 
     def plan(**suites):
         monkeypatch.setenv("FAKE_PYTEST", json.dumps(suites))
@@ -72,7 +74,7 @@ def test_all_suites_pass(fake_venv, capsys):
     plan(unit=ok, qemu=ok)
     assert cli.main(["test"], layout=layout) == 0
     assert [a[0] for a in ran()] == ["tests/unit", "tests/qemu"]
-    assert not any("--require-all" in a for a in ran())
+    assert all(a[-1] == "env:" for a in ran())
     assert capsys.readouterr().out.rstrip().endswith(
         "tests: 2 passed, 0 failed, 0 xfailed, 0 skipped")
 
@@ -95,8 +97,8 @@ def test_require_all_reaches_the_qemu_suites(fake_venv):
     plan(unit=ok, qemu=ok, iotests=ok)
     assert cli.main(["test", "--iotests", "--require-all"], layout=layout) == 0
     unit, qemu, iotests = ran()
-    assert "--require-all" not in unit  # the unit suite has no such option
-    assert "--require-all" in qemu and "--require-all" in iotests
+    assert unit[-1] == "env:"  # the unit suite's own tests are not the rig's
+    assert qemu[-1] == iotests[-1] == "env:1"  # QEMU_HARNESS_REQUIRE_ALL=1
 
 
 def test_pytest_argv_per_suite(tmp_path):

@@ -5,8 +5,9 @@ Without a capability a test is skipped with a reason a user can act on (the comm
 provides it). In a run that requires everything it fails instead, so that a missing build,
 tool or firmware can never turn CI green:
 
-  --require-all                 (pytest option; `build.py test --require-all` passes it)
-  QEMU_HARNESS_REQUIRE_ALL=1    (environment)
+  --require-all                 (pytest option)
+  QEMU_HARNESS_REQUIRE_ALL=1    (environment; `build.py test --require-all` sets it for the
+                                suites that run QEMU)
   CI=true                       (nightly CI sets it)
 
 The `require` fixture (conftest.py) is a Requirements for the session:
