@@ -34,6 +34,7 @@ from tests.peers import matrix as mx  # noqa: E402
 from tests.peers.lib import cells  # noqa: E402
 from tests.peers.lib import image as im  # noqa: E402
 from tests.peers.lib.tools import CommandError, Commands, Tools  # noqa: E402
+from tests.qemu.lib.require import Requirements, required_by  # noqa: E402
 
 WRITERS = ("patched", "stock", "debian")
 LOGS_KEY = pytest.StashKey[Path]()
@@ -236,12 +237,20 @@ class Writer:
 
 
 @pytest.fixture(scope="session")
-def writer(request) -> Writer:
+def require() -> Requirements:
+    """tests/qemu's capability checks: a missing one skips, or fails under CI=true or
+    QEMU_HARNESS_REQUIRE_ALL=1 (`build.py test --require-all`)."""
+    return Requirements(required_by(False))
+
+
+@pytest.fixture(scope="session")
+def writer(request, require) -> Writer:
     param: WriterParam = request.param
     if param.name == "debian":
         tools = Tools.of_debian()
         if tools is None:
-            pytest.skip("no /usr/bin/qemu-img: apt-get install qemu-utils (the debian writer)")
+            require.missing("no /usr/bin/qemu-img: apt-get install qemu-utils (the debian "
+                            "writer)")
         return Writer(param, tools)
     from tests.qemu.lib import builds
     from tests.qemu.lib.errors import BuildMissing
@@ -249,17 +258,17 @@ def writer(request) -> Writer:
     try:
         return Writer(param, Tools.of_build(builds.resolve(param.name)))
     except BuildMissing as exc:
-        pytest.skip(f"{exc} (or run the matrix with `--writers debian` as a stand-in)")
+        require.missing(f"{exc} (or run the matrix with `--writers debian` as a stand-in)")
 
 
 @pytest.fixture(scope="session")
-def peer(request) -> Tools:
+def peer(request, require) -> Tools:
     name = request.param
     if os.geteuid() != 0:
-        pytest.skip("the peers run under chroot(2): run the peers suite as root")
+        require.missing("the peers run under chroot(2): run the peers suite as root")
     root = hpeers.locate(hpeers.PEERS[name])
     if root is None:
-        pytest.skip(f"peer {name} is not built: run `python3 build.py peers`")
+        require.missing(f"peer {name} is not built: run `python3 build.py peers`")
     return Tools.of_peer(root)
 
 
