@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import qbuild
 from .config import BUILD_TARGETS, PROFILES, Baseline, BuildProfile, Layout
-from .errors import BuildFailed, CommandFailed, UsageError
+from .errors import BuildFailed, CommandFailed, NotReady
 from .git import Git
 from .paths import build_paths
 from .runner import StageLog, run
@@ -64,7 +64,7 @@ class BisectResult:
 def _prepare_tree(layout: Layout, baseline: Baseline, log: StageLog) -> Git:
     main = Git(layout.qemu, log)
     if not main.is_repo():
-        raise UsageError("qemu/ is not imported", hint="run `python3 build.py import`")
+        raise NotReady("qemu/ is not imported", hint="run `python3 build.py import`")
     tree = layout.bisect_tree
     main("worktree", "prune")
     if not (tree / ".git").exists():

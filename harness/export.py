@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Baseline, Layout
-from .errors import PatchConflict, UsageError
+from .errors import NotReady, PatchConflict
 from .git import Git
 from .runner import StageLog
 from .series import (
@@ -86,11 +86,11 @@ def _ranges(git: Git, stack: list[Series], base_ref: str) -> list[Range]:
     ranges = []
     below, below_ref = git.rev(base_ref), base_ref
     if below is None:
-        raise UsageError(f"qemu/ has no {base_ref} tag", hint="run `python3 build.py import`")
+        raise NotReady(f"qemu/ has no {base_ref} tag", hint="run `python3 build.py import`")
     for s in stack:
         end = git.rev(f"refs/heads/{s.branch}")
         if end is None:
-            raise UsageError(
+            raise NotReady(
                 f"qemu/ has no branch {s.branch} for series {s.name}",
                 hint=f"`python3 build.py apply` makes it; for a new series, point it at its "
                      f"last commit: `git -C qemu branch {s.branch} COMMIT`")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Baseline, Layout
-from .errors import CommandFailed, PatchConflict, UsageError
+from .errors import CommandFailed, NotReady, PatchConflict, UsageError
 from .git import Git
 from .runner import StageLog
 
@@ -263,8 +263,8 @@ def open_tree(layout: Layout, log: StageLog, doing: str) -> Git:
     """The QEMU work tree, refusing while git am or a rebase is unfinished."""
     git = Git(layout.qemu, log)
     if not git.is_repo():
-        raise UsageError(f"{layout.qemu} is not imported yet",
-                         hint="run `python3 build.py import` first")
+        raise NotReady(f"{layout.qemu} is not imported yet",
+                       hint="run `python3 build.py import` first")
     if git.am_in_progress():
         raise PatchConflict(
             "a `git am` is still in progress in qemu/",
@@ -403,7 +403,7 @@ def apply_series(layout: Layout, baseline: Baseline, log: StageLog, *,
     top, base_ref = baseline.patched_branch, baseline.base_tag
     base = git.rev(base_ref)
     if base is None:
-        raise UsageError(f"qemu/ has no {base_ref} tag", hint="run `python3 build.py import`")
+        raise NotReady(f"qemu/ has no {base_ref} tag", hint="run `python3 build.py import`")
     if git.rev(f"refs/heads/{top}") is None:
         git("branch", top, base_ref)
     if git.current_branch() != top:

@@ -152,3 +152,18 @@ def test_fail_prints_and_maps(capsys):
     assert errors.exit_code(KeyboardInterrupt()) == 130
     assert errors.exit_code(ValueError()) == 1
     assert HarnessError("x").exit_code == 1
+
+
+@pytest.mark.parametrize("command", ["apply", "export", "bisect", "build"])
+def test_commands_on_a_tree_never_imported_are_not_ready(layout, command, capsys):
+    """They said UsageError (exit 2): nothing was wrong with the command line."""
+    assert cli.main([command], layout=layout) == 3
+    err = capsys.readouterr().err
+    assert "not imported" in err and "next: " in err and "import" in err
+
+
+def test_bisect_tree_needs_an_import(layout, log):
+    from harness import bisect
+    from harness.config import select_baseline
+    with pytest.raises(NotReady, match="qemu/ is not imported"):
+        bisect._prepare_tree(layout, select_baseline(), log)

@@ -8,7 +8,7 @@ import pytest
 from conftest import commit_change, git, make_stack, snapshot_dir
 
 from harness import export, series
-from harness.errors import PatchConflict, UsageError
+from harness.errors import NotReady, PatchConflict
 
 NAMES = ["stable-fixes", "snapshot-identity", "vm-lineage", "query-netdevs"]
 
@@ -232,9 +232,10 @@ def test_branches_that_do_not_stack_are_refused(exported, log):
 
 def test_a_series_without_a_branch_is_named(exported, log):
     git(exported.layout.qemu, "branch", "-D", "series-stable-fixes")
-    with pytest.raises(UsageError, match="no branch series-stable-fixes for series "
-                                         "stable-fixes"):
+    with pytest.raises(NotReady, match="no branch series-stable-fixes for series "
+                                       "stable-fixes") as err:
         _export(exported, log)
+    assert err.value.exit_code == 3 and "build.py apply" in err.value.hint
 
 
 def test_a_failure_half_way_leaves_patches_as_it_was(exported, log, monkeypatch):

@@ -8,7 +8,7 @@ import pytest
 from conftest import commit_change, git
 
 from harness import export, series
-from harness.errors import PatchConflict, UsageError
+from harness.errors import NotReady, PatchConflict, UsageError
 from harness.runner import NullLog
 
 NAMES = ["stable-fixes", "snapshot-identity", "vm-lineage", "query-netdevs"]
@@ -263,8 +263,9 @@ def test_empty_stack_applies_nothing(imported, log):
 
 def test_apply_before_import(project, log):
     shutil.rmtree(project.layout.qemu, ignore_errors=True)
-    with pytest.raises(UsageError, match="not imported"):
+    with pytest.raises(NotReady, match="not imported") as err:
         series.apply_series(project.layout, project.baseline, log)
+    assert err.value.exit_code == 3  # a tree not made yet, not a usage error
 
 
 def test_conflicting_files_from_recorded_git_am_output(tmp_path):
