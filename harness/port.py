@@ -4,7 +4,8 @@
 own, ``out/port/NAME/qemu`` (the same import as qemu/: tarball, sha256,
 that profile's fix-ups), applies patches/ there with ``git am -3`` one
 patch at a time and builds after each (the bisect stepper), stopping at the
-first patch that does not apply. The outcome is a table, not a verdict:
+first patch that does not apply; a series that needs no other series is then
+still tried on the baseline by itself. The outcome is a table, not a verdict:
 ``out/results/port-NAME.json``, rendered by the report as "Port to NAME".
 """
 
@@ -103,15 +104,31 @@ def _fetch_series_objects(layout: Layout, git: Git, log: StageLog) -> None:
 def port(layout: Layout, baseline: Baseline, patches: list[Path], log: StageLog, *,
          build: bool = True, jobs: int | None = None,
          targets: tuple[str, ...] = BUILD_TARGETS, source: str = "debian",
-         tarball: Path | None = None, git_url: str | None = None) -> PortResult:
+         tarball: Path | None = None, git_url: str | None = None,
+         alone: list[list[Path]] | None = None) -> PortResult:
+    """``alone``: groups of ``patches`` (series that need no other series) that
+    are tried on the baseline by themselves when the run in order stopped
+    before reaching them, so one series that does not apply does not hide
+    whether an independent one does."""
     git = prepare_tree(layout, baseline, log, source=source, tarball=tarball,
                        git_url=git_url)
-    steps = step_through(git, port_profile(layout, baseline), layout, baseline, patches,
+    profile = port_profile(layout, baseline)
+    steps = step_through(git, profile, layout, baseline, patches,
                          log, build=build, targets=targets, jobs=jobs,
                          base_must_build=False)
-    tried = {s.patch for s in steps}
+    tried = {s.patch: s for s in steps}
+    for group in alone or []:
+        if not group or group[0].name in tried:
+            continue
+        log.note(f"trying {group[0].name} and what follows it on {baseline.base_tag} alone")
+        reset_tree(git, baseline)
+        for step in step_through(git, profile, layout, baseline, group, log,
+                                 build=build and steps[0].built is not False,
+                                 targets=targets, jobs=jobs, base_must_build=False)[1:]:
+            tried[step.patch] = step
     # after the first patch that does not apply: listed, not tried
-    steps += [Step(p.name, None, None, 0.0) for p in patches if p.name not in tried]
+    steps = steps[:1] + [tried.get(p.name) or Step(p.name, None, None, 0.0)
+                         for p in patches]
     return PortResult(baseline.name, baseline.upstream_version, baseline.ident,
                       str(layout.port_tree(baseline.name)), build, steps)
 

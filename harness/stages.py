@@ -244,7 +244,8 @@ def port_(ctx: Context, log: StageLog) -> str:
     res = port.port(ctx.layout, ctx.baseline, patches, log,
                     build=not ctx.options.get("no_build"), jobs=ctx.options.get("jobs"),
                     source=ctx.options.get("source") or "debian",
-                    tarball=ctx.options.get("tarball"), git_url=ctx.options.get("git_url"))
+                    tarball=ctx.options.get("tarball"), git_url=ctx.options.get("git_url"),
+                    alone=[list(s.patches) for s in stack[1:] if not s.needs])
     bisect.name_series(res.steps, stack)
     path = port.results_path(ctx.layout, ctx.baseline.name)
     port.save(res, path)

@@ -187,3 +187,19 @@ def test_port_without_patches_is_a_usage_error(project, log):
     ctx = Context(layout=project.layout, baseline=project.baseline)
     with pytest.raises(UsageError, match="no patches to port"):
         stages.port_(ctx, log)
+
+
+def test_port_tries_an_independent_series_alone_after_a_conflict(ported, log):
+    """One series that does not apply does not hide whether an independent one does:
+    0005 (as if a series that needs nothing) is tried on the baseline by itself."""
+    patches = series.read_series(ported.layout.patches)
+    res = _run(ported, log, alone=[[patches[4]]])
+    assert [(s.patch, s.applied, s.built) for s in res.steps] == [
+        ("series-base", True, True),
+        ("0001-toy-declare-f.patch", True, True),
+        ("0002-toy-break-the-build.patch", True, False),
+        ("0003-toy-fix-it-again.patch", True, True),
+        ("0004-qcow2-a-snapshot-uuid.patch", False, None),
+        ("0005-docs-mention-uuids.patch", True, True),
+    ]
+    assert res.applied == 4
