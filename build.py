@@ -102,6 +102,9 @@ def parser() -> argparse.ArgumentParser:
                     help="just this peer (repeatable); default: all")
     sp.add_argument("--rebuild", action="store_true",
                     help="build again even when the cached chroot's inputs are unchanged")
+    sp = add("libvirt", stages.STAGES["libvirt"].help)
+    sp.add_argument("--rebuild", action="store_true",
+                    help="build the chroot again even when its inputs are unchanged")
     sp = add("tree", "print the VM snapshot tree of an image or a running VM (current: *)")
     src = sp.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", type=Path, help="a qcow2 image")
@@ -167,8 +170,8 @@ def main(argv: list[str] | None = None, layout: Layout | None = None) -> int:
             suites = args.suite or ["unit", "qemu"] + (["iotests"] if args.iotests else [])
             for name in suites:  # no stale results from an earlier run in the totals
                 (ctx.layout.results / f"junit-{name}.xml").unlink(missing_ok=True)
-            # the peer chroots come from the cache once built (seconds)
-            before = [stages.STAGES["peers"]] if "peers" in suites else []
+            # the peer and libvirt chroots come from the cache once built (seconds)
+            before = [stages.STAGES[s] for s in ("peers", "libvirt") if s in suites]
             try:  # every suite runs; the first failure's exit code is the result
                 run_stages(before + _test_stage(suites, tuple(args.pytest_args),
                                                 args.require_all), ctx, keep_going=True)

@@ -164,6 +164,9 @@ APT_PACKAGES = (
     "qemu-utils",  # Debian's qemu-img 7.2: a real old peer for compatibility tests
     "mmdebstrap",  # chroots of older Debian releases: the peer matrix (harness/peers.py)
     "valgrind",  # the query-netdevs leak checks (tests/qemu/test_netdevs_leaks.py)
+    # the machine's libvirt (9.0 on Debian 12) drives the patched QEMU: tests/libvirt; the
+    # daemon and virsh only (no libvirt-daemon-system: no service, users or networks)
+    "libvirt-daemon", "libvirt-daemon-driver-qemu", "libvirt-clients",
 )
 
 # Python packages for the project venv (PyPI).

@@ -59,6 +59,17 @@ class Peer:
     security: bool = True  # also <suite>-security from the security mirror
     packages: tuple[str, ...] = PACKAGES
     aptopts: tuple[str, ...] = ()
+    # Chroots made the same way for other purposes (harness/libvirt.py) say what they carry
+    # and where they are cached; none of these is an input of the chroot's digest.
+    version_argv: tuple[str, ...] = ("qemu-img", "--version")  # peer.json: version_key
+    version_key: str = "qemu_version"
+    cache_dir: str = "peers"  # under the harness cache (~/.cache/qemu-snap-harness)
+    stage: str = "peers"  # the build.py command that (re)builds it
+
+    def again(self, rebuild: bool = False) -> str:
+        """The command that builds this chroot (again)."""
+        only = f" --only {self.name}" if self.stage == "peers" else ""
+        return f"python3 build.py {self.stage}{only}" + (" --rebuild" if rebuild else "")
 
 
 PEERS: dict[str, Peer] = {p.name: p for p in (
@@ -163,6 +174,11 @@ class PeerRoot:
         return self.manifest.get("qemu_version", "?")
 
     @property
+    def version(self) -> str:
+        """What ``peer.version_argv`` reported when the chroot was built."""
+        return self.manifest.get(self.peer.version_key, "?")
+
+    @property
     def version_tuple(self) -> tuple[int, ...]:
         return version_tuple(self.qemu_version)
 
@@ -204,17 +220,30 @@ def parse_qemu_version(output: str) -> str:
     return m.group(1)
 
 
+def parse_version(output: str, tool: str) -> str:
+    """The release a ``TOOL --version`` prints: QEMU's 'version X.Y.Z', or the first X.Y.Z
+    ('libvirtd (libvirt) 11.3.0' -> '11.3.0')."""
+    if tool == "qemu-img":
+        return parse_qemu_version(output)
+    m = re.search(r"\b(\d+\.\d+(?:\.\d+)?)\b", output)
+    if not m:
+        raise PeerError(f"cannot tell the {tool} version from {output.strip()[:200]!r}")
+    return m.group(1)
+
+
 def parse_dpkg_versions(output: str) -> dict[str, str]:
     """`dpkg-query -W -f '${Package} ${Version}\\n'` -> {package: version}."""
     return dict(line.split(None, 1) for line in output.splitlines() if len(line.split()) == 2)
 
 
-def cache_root(layout: Layout) -> Path:
-    return layout.peers_cache
+def cache_root(layout: Layout, peer: Peer | None = None) -> Path:
+    if peer is None or peer.cache_dir == "peers":
+        return layout.peers_cache
+    return layout.cache / peer.cache_dir
 
 
 def cached_dir(layout: Layout, peer: Peer, sources: Sequence[aptsrc.Source]) -> Path:
-    return cache_root(layout) / f"{peer.name}-{digest(inputs(peer, sources))}"
+    return cache_root(layout, peer) / f"{peer.name}-{digest(inputs(peer, sources))}"
 
 
 def locate(peer: Peer, layout: Layout | None = None,
@@ -273,13 +302,13 @@ def _remove_leftovers(cache: Path, peer: Peer, keep: Path, log: StageLog) -> Non
 
 
 def probe(root: Path, peer: Peer, log: StageLog, runner: Runner = run) -> dict:
-    """What got installed: package versions and the qemu-img version."""
+    """What got installed: package versions and the version of the peer's tool (qemu-img)."""
     fmt = "${Package} ${Version}\n"
     pkgs = runner(["chroot", str(root), "dpkg-query", "-W", "-f", fmt, *peer.packages],
                   log, env=ENV)
-    img = runner(["chroot", str(root), "qemu-img", "--version"], log, env=ENV)
+    tool = runner(["chroot", str(root), *peer.version_argv], log, env=ENV)
     return {"packages": parse_dpkg_versions(pkgs.stdout),
-            "qemu_version": parse_qemu_version(img.stdout)}
+            peer.version_key: parse_version(tool.stdout, peer.version_argv[0])}
 
 
 def ensure(peer: Peer, layout: Layout, log: StageLog, *,
@@ -293,7 +322,7 @@ def ensure(peer: Peer, layout: Layout, log: StageLog, *,
         log.note(f"{peer.name}: cached in {final}")
         return Prepared(found, False, time.monotonic() - start)
     require_build_tools(is_root)
-    cache = cache_root(layout)
+    cache = cache_root(layout, peer)
     cache.mkdir(parents=True, exist_ok=True)
     data = inputs(peer, sources)
     tmp = cache / f".tmp-{peer.name}-{final.name.rsplit('-', 1)[1]}-{os.getpid()}"
@@ -307,14 +336,13 @@ def ensure(peer: Peer, layout: Layout, log: StageLog, *,
                 f"{' '.join(peer.packages)})", log=exc.log,
                 hint=f"read the log: the mirror must carry {peer.suite} "
                      f"(…/dists/{peer.suite}/Release) signed by a key this machine trusts "
-                     f"(debian-archive-keyring); then `python3 build.py peers "
-                     f"--only {peer.name}`") from exc
+                     f"(debian-archive-keyring); then `{peer.again()}`") from exc
         try:
             found = probe(tmp, peer, log, runner)
         except CommandFailed as exc:
-            raise PeerError(f"{peer.name}: the new chroot does not run qemu-img",
-                            log=exc.log, hint="read the log; then `python3 build.py "
-                                              f"peers --only {peer.name} --rebuild`") from exc
+            raise PeerError(f"{peer.name}: the new chroot does not run "
+                            f"{peer.version_argv[0]}", log=exc.log,
+                            hint=f"read the log; then `{peer.again(rebuild=True)}`") from exc
         (tmp / WORK).mkdir(exist_ok=True)
         manifest = {"name": peer.name, "suite": peer.suite, "digest": final.name,
                     "inputs": data, **found,

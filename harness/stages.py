@@ -5,7 +5,19 @@ from __future__ import annotations
 import json
 import shutil
 
-from . import baseline, bisect, bootstrap, export, peers, port, qbuild, report, review, series
+from . import (
+    baseline,
+    bisect,
+    bootstrap,
+    export,
+    libvirt,
+    peers,
+    port,
+    qbuild,
+    report,
+    review,
+    series,
+)
 from .config import BASELINE_ENV, PROFILES
 from .errors import (
     BuildFailed,
@@ -269,6 +281,13 @@ def peers_(ctx: Context, log: StageLog) -> str:
         f"{p.seconds:.1f}s)" for p in prepared)
 
 
+def libvirt_(ctx: Context, log: StageLog) -> str:
+    prepared = libvirt.ensure_all(ctx.layout, log, rebuild=ctx.options.get("rebuild", False))
+    print(libvirt.table(prepared))
+    return f"{len(prepared)} libvirt(s): " + ", ".join(
+        f"{p.name} {p.version} ({p.how} {p.seconds:.1f}s)" for p in prepared)
+
+
 def report_(ctx: Context, log: StageLog) -> str:
     path = report.write(ctx.layout, ctx.baseline)
     return f"wrote {path} and {path.with_suffix('.html').name}"
@@ -293,6 +312,8 @@ STAGES = {
     "report": Stage("report", report_, "write out/results/report.md and .html"),
     "peers": Stage("peers", peers_, "older QEMU releases (Debian chroots) for the peer "
                                     "matrix, cached by their inputs"),
+    "libvirt": Stage("libvirt", libvirt_, "the libvirts that drive the patched QEMU: the "
+                                          "machine's, and trixie's in a chroot (cached)"),
 }
 
 ALL = ("setup", "import", "apply", "build", "images")

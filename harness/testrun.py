@@ -35,6 +35,9 @@ SUITES = {
     # pytest-xdist, one worker per CPU: each cell is a dozen short-lived QEMU processes
     "peers": Suite("peers", ("tests/peers",), extra=("-n", "auto"),
                    summary_json="peers.json"),
+    # libvirt (the machine's 9.0, trixie's 11.3 in a chroot: build.py libvirt) drives the
+    # patched QEMU through a snapshot tree; the image's tree and libvirt's after each step
+    "libvirt": Suite("libvirt", ("tests/libvirt",), summary_json="libvirt.json"),
 }
 
 

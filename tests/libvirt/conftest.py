@@ -1,0 +1,231 @@
+"""libvirt drives the patched QEMU: the machine's libvirt (Debian 12: 9.0, HMP savevm/
+loadvm/delvm) and trixie's (11.3, QMP snapshot-* jobs) in a chroot (`build.py libvirt`).
+
+Run:  python3 build.py test --suite libvirt      (prepares the chroot, then this suite)
+      .venv/bin/pytest tests/libvirt [--libvirts host,trixie] [--require-all]
+
+Needs root (mount namespaces, chroot), the patched build (`build.py`), the guest
+(`build.py images`), the machine's libvirt (`build.py setup`) and trixie's chroot
+(`build.py libvirt`). Without one a test is skipped with the command that provides it; with
+--require-all, QEMU_HARNESS_REQUIRE_ALL=1 or CI=true it fails instead.
+
+Fixtures: place (session, parametrized over --libvirts: where that libvirt runs and its
+version), patched (the QemuBuild), guest, test_dir, workspace (a fresh directory the daemon
+sees, removed afterwards), steps_summary (records a test's step table for libvirt.json).
+Results: <results-dir>/tests/<module>/<test>/ (commands.log, domain.xml, steps.txt, the
+daemon's and QEMU's logs, console.log; the disk image when the test failed) and
+--matrix-json (default <results-dir>/libvirt.json): every step's outcome per libvirt.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import images  # noqa: E402
+from harness import libvirt as hlibvirt  # noqa: E402
+from tests.libvirt.lib import daemon as lvdaemon  # noqa: E402
+from tests.libvirt.lib.daemon import Place  # noqa: E402
+from tests.libvirt.lib.require import Requirements, required_by  # noqa: E402
+from tests.qemu.lib import builds  # noqa: E402
+from tests.qemu.lib.errors import BuildMissing  # noqa: E402
+
+LOGS_KEY = pytest.StashKey[Path]()
+REPORTS_KEY = pytest.StashKey[dict]()
+SUMMARY: dict = {"libvirts": {}, "results": {}}
+
+
+def _addoption(group, *args, **kwargs):
+    try:
+        group.addoption(*args, **kwargs)
+    except ValueError:  # another suite's conftest in the same session defines it already
+        pass
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("qemu rig")
+    _addoption(group, "--results-dir", default="out/results",
+               help="where per-test logs go (default out/results)")
+    _addoption(group, "--keep-scratch", action="store_true",
+               help="keep the disk images of passed tests")
+    _addoption(group, "--require-all", action="store_true",
+               help="a missing capability fails the test instead of skipping it")
+    _addoption(group, "--matrix-json", default=None,
+               help="where the suite's summary goes (libvirt: <results-dir>/libvirt.json)")
+    group = parser.getgroup("libvirt")
+    group.addoption("--libvirts", default=",".join(hlibvirt.LIBVIRTS),
+                    help=f"the libvirts to drive (default {','.join(hlibvirt.LIBVIRTS)})")
+
+
+def _results(config) -> Path:
+    path = Path(config.getoption("--results-dir"))
+    return path if path.is_absolute() else Path(config.invocation_params.dir) / path
+
+
+def _summary_path(config) -> Path:
+    out = config.getoption("--matrix-json")
+    path = Path(out) if out else _results(config) / "libvirt.json"
+    return path if path.is_absolute() else Path(config.invocation_params.dir) / path
+
+
+def pytest_generate_tests(metafunc):
+    if "place" in metafunc.fixturenames:
+        names = [x.strip() for x in metafunc.config.getoption("--libvirts").split(",")
+                 if x.strip()]
+        bad = [n for n in names if n not in hlibvirt.LIBVIRTS]
+        if bad:
+            raise pytest.UsageError(f"--libvirts: unknown {bad}; use "
+                                    f"{','.join(hlibvirt.LIBVIRTS)}")
+        metafunc.parametrize("place", names, indirect=True, scope="session")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    item.stash.setdefault(REPORTS_KEY, {})[rep.when] = rep
+    logs = item.stash.get(LOGS_KEY, None)
+    if logs is not None and rep.when == "call":
+        item.user_properties.append(("logs", str(logs)))
+    if logs is not None and rep.failed:
+        rep.sections.append(("libvirt logs", f"test directory (commands.log, steps.txt, "
+                                             f"libvirt-*.log, console.log): {logs}"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    left = lvdaemon.stop_all()
+    if left:
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        msg = "ERROR: libvirt daemons left running by a test (stopped now): " + ", ".join(left)
+        if tr:
+            tr.write_line(msg, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if SUMMARY["results"]:
+        path = _summary_path(session.config)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(SUMMARY, indent=2) + "\n")
+
+
+# -- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def require(pytestconfig) -> Requirements:
+    return Requirements(required_by(pytestconfig.getoption("--require-all")))
+
+
+@pytest.fixture(scope="session")
+def results_dir(pytestconfig) -> Path:
+    path = _results(pytestconfig)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass(frozen=True)
+class LibvirtPlace:
+    place: Place
+    version: str
+    chroot: object | None = None  # harness.peers.PeerRoot
+
+
+@pytest.fixture(scope="session")
+def place(request, require) -> LibvirtPlace:
+    name = request.param
+    require.root("libvirtd runs in a mount namespace of its own (and trixie's in a chroot)")
+    require.tool("unshare", "util-linux")
+    require.tool("mount", "mount")
+    if hlibvirt.LIBVIRTS[name].chroot is None:
+        version = hlibvirt.host_version()
+        if version is None or shutil.which("virsh") is None:
+            require.missing("the machine's libvirt is not installed: `python3 build.py setup` "
+                            f"(apt-get install {' '.join(hlibvirt.HOST_PACKAGES)})")
+        return LibvirtPlace(Place(name), version)
+    root = hlibvirt.locate(name)
+    if root is None:
+        require.missing(f"libvirt {name} (a chroot) is not built: `python3 build.py libvirt`")
+    return LibvirtPlace(Place(name, root.root), root.version, root)
+
+
+@pytest.fixture(scope="session")
+def patched(require) -> builds.QemuBuild:
+    try:
+        build = builds.resolve("patched")
+    except BuildMissing as exc:
+        require.missing(str(exc))
+    bundle = build.build_dir / "qemu-bundle" / "usr" / "local" / "share" / "qemu"
+    if not (bundle / "bios-256k.bin").exists():
+        require.missing(f"the patched build cannot find its firmware: {bundle}/bios-256k.bin "
+                        "is missing (`python3 build.py` links it)")
+    return build
+
+
+@pytest.fixture(scope="session")
+def guest(results_dir, require):
+    with open(results_dir / "images.log", "a") as log:
+        try:
+            return images.ensure_guest(log=lambda m: print(m, file=log, flush=True))
+        except images.ImageError as exc:
+            require.missing(f"no test guest: {exc} (`python3 build.py images`)")
+
+
+def _safe(nodeid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", nodeid.split("::", 1)[-1]).strip("_")[:120]
+
+
+def passed(request) -> bool:
+    reports = request.node.stash.get(REPORTS_KEY, {})
+    return "call" in reports and all(r.passed for r in reports.values())
+
+
+@pytest.fixture
+def test_dir(request, results_dir) -> Path:
+    mod = Path(request.node.nodeid.split("::")[0]).stem
+    path = results_dir / "tests" / mod / _safe(request.node.nodeid)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    request.node.stash[LOGS_KEY] = path
+    return path
+
+
+@pytest.fixture
+def workspace(request, place, test_dir):
+    """A fresh directory the daemon sees (in a chroot: under its /work); removed afterwards,
+    its disk images and console copied to the test directory first when the test failed (or
+    with --keep-scratch)."""
+    if place.chroot is not None:
+        base = place.place.root / "work"
+        base.mkdir(exist_ok=True)
+    else:
+        base = Path("/tmp")  # short: unix socket paths are limited to 108 bytes
+    ws = Path(tempfile.mkdtemp(prefix="lv-", dir=base))
+    try:
+        yield ws
+    finally:
+        keep = not passed(request) or request.config.getoption("--keep-scratch")
+        for f in ws.glob("*"):
+            if f.is_file() and (keep or f.suffix not in (".qcow2",)) and f.suffix in (
+                    ".qcow2", ".log", ".xml"):
+                shutil.copyfile(f, test_dir / f.name)
+        shutil.rmtree(ws, ignore_errors=True)
+
+
+@pytest.fixture
+def steps_summary(request, place):
+    """record(rows, **facts): this test's step table into libvirt.json."""
+    def record(rows: list[dict], **facts) -> None:
+        name = place.place.name
+        SUMMARY["libvirts"][name] = {"version": place.version, **facts}
+        SUMMARY["results"][name] = rows
+    return record
