@@ -19,7 +19,8 @@ from .config import PROFILES, Baseline, Layout
 from .series import grouped
 
 SUITES = (("qemu", "QEMU tests on real guests"), ("iotests", "Upstream iotests"),
-          ("peers", "Peer matrix (older QEMU releases)"), ("unit", "Harness unit tests"))
+          ("peers", "Peer matrix (older QEMU releases)"),
+          ("libvirt", "libvirt drives the patched QEMU"), ("unit", "Harness unit tests"))
 
 
 def _load(path: Path):
@@ -176,6 +177,37 @@ def _peers_rows(data) -> list[str]:
     return out
 
 
+def _libvirt_cell(row: dict | None) -> str:
+    if row is None:
+        return "-"
+    what = f" ({', '.join(row.get('commands') or [])})" if row.get("commands") else ""
+    if row["status"] == "match":
+        return "match" + what
+    problems = row.get("problems") or ["?"]
+    more = f" +{len(problems) - 1}" if len(problems) > 1 else ""
+    label = "**MISMATCH**" if row["status"] == "mismatch" else "**ERROR**"
+    return f"{label} {problems[0][:120]}{more}{what}"
+
+
+def _libvirt_rows(data) -> list[str]:
+    """Steps down, libvirts across: whether the image's tree was libvirt's after each."""
+    names = list(data.get("results", {}))
+    facts = data.get("libvirts", {})
+    heads = [f"{n} ({facts.get(n, {}).get('version', '?')})" for n in names]
+    steps: dict[int, str] = {}
+    for rows in data["results"].values():
+        for r in rows:
+            steps.setdefault(r["n"], r["step"])
+    by = {(n, r["n"]): r for n in names for r in data["results"][n]}
+    out = ["| step | " + " | ".join(heads) + " |", "|---|" + "---|" * len(names)]
+    for i in sorted(steps):
+        out.append(f"| {i} {steps[i]} | "
+                   + " | ".join(_libvirt_cell(by.get((n, i))) for n in names) + " |")
+    times = [f"{n}: {facts[n].get('total_seconds', '?')} s (boot "
+             f"{facts[n].get('boot_seconds', '?')} s)" for n in names if n in facts]
+    return out + ["", "Time per libvirt: " + "; ".join(times) + "."] if times else out
+
+
 def _section_tests(layout: Layout) -> list[str]:
     out = ["## Tests", "", "| suite | build | passed | failed | flaky | xfailed | skipped |",
            "|---|---|---:|---:|---:|---:|---:|"]
@@ -207,6 +239,9 @@ def markdown(layout: Layout, baseline: Baseline | None = None) -> str:
     lines += _section_tests(layout)
     lines += _section_json_table(layout, "peers", "Peer matrix: older QEMU on the series' images",
                                  _peers_rows, "python3 build.py test --suite peers")
+    lines += _section_json_table(layout, "libvirt",
+                                 "libvirt drives the patched QEMU: the image's tree is libvirt's",
+                                 _libvirt_rows, "python3 build.py test --suite libvirt")
     lines += _section_json_table(layout, "bench", "Benchmarks (patched beside stock)",
                                  _bench_rows, ".venv/bin/nox -s bench")
     return "\n".join(lines).rstrip() + "\n"

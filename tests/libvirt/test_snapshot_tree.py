@@ -1,9 +1,9 @@
 """libvirt manages a snapshot tree of the patched QEMU; after every step the image's tree
 and current snapshot (read from the disk file by tests/qemu/lib/qcow2.py) are libvirt's.
 
-The scenario (lib/scenario.py): eight snapshots made with reverts in between; deletes of an
-inner snapshot, of the current one (a leaf, then one with a child), of a root with children
-and of a plain leaf; a QEMU restart; one more snapshot. libvirt names snapshots, the image
+The scenario (lib/scenario.py): nine snapshots made with reverts in between; deletes of an
+inner snapshot, of the current one (a leaf, then one with a child), of a plain leaf and of a
+root with children; a QEMU restart; one more snapshot. libvirt names snapshots, the image
 tags them: the trees are compared by name, parents through the UUIDs in the qcow2 table
 (SPEC.md §1), the current one through the image's current-snapshot record (valid only when
 its table pointer matches the header). SPEC.md §1 reparents the children of a deleted
@@ -105,7 +105,7 @@ def test_snapshot_tree(place, patched, guest, test_dir, workspace, steps_summary
             # what libvirt made QEMU do: monitor commands, and QEMU (re)starts
             sent = monitor_commands(daemon.daemon_log())
             starts = qemu_starts(daemon.qemu_log(DOMAIN))
-            row["commands"] = sent[seen[0]:] + starts[seen[1]:]
+            row["commands"] = [text for _, text in sorted(sent[seen[0]:] + starts[seen[1]:])]
             seen = (len(sent), len(starts))
             row["problems"] = lineage.compare(image, libvirt, want)
             row.update(status="mismatch" if row["problems"] else "match",

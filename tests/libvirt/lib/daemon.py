@@ -118,7 +118,7 @@ class Place:
 
 def covering(paths: Sequence[Path]) -> list[Path]:
     """The paths that are not inside another one of them (bind those: they carry the rest)."""
-    resolved = sorted({Path(p).resolve() for p in paths}, key=lambda p: len(p.parts))
+    resolved = sorted({Path(p).resolve() for p in paths}, key=lambda p: (len(p.parts), str(p)))
     out: list[Path] = []
     for p in resolved:
         if not any(p == q or q in p.parents for q in out):

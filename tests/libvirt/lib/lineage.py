@@ -63,10 +63,12 @@ def from_image(image: qcow2.Image) -> Tree:
     """The tree the image holds: parents by UUID mapped to tags, and the current record."""
     notes = []
     by_uuid: dict = {}
+    if without := [sn.name for sn in image.snapshots if sn.uuid is None]:
+        notes.append(f"image: no UUID on {', '.join(without)}")
     for sn in image.snapshots:
         if sn.uuid is None:
-            notes.append(f"image: {sn.name} has no UUID")
-        elif sn.uuid in by_uuid:
+            continue
+        if sn.uuid in by_uuid:
             notes.append(f"image: {sn.name} and {by_uuid[sn.uuid]} share UUID {sn.uuid}")
         else:
             by_uuid[sn.uuid] = sn.name

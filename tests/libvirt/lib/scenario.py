@@ -1,7 +1,7 @@
-"""The snapshot scenario libvirt drives, as data: a tree of eight snapshots made with
-reverts in between, then deletes of an inner snapshot, of the current one as a leaf and as an
-inner node, of a root with children and of a plain leaf, a QEMU restart, and one more
-snapshot whose parent must come from the image's persisted current snapshot.
+"""The snapshot scenario libvirt drives, as data: nine snapshots made with reverts in
+between, and deletes of an inner snapshot, of the current one as a leaf and as an inner node,
+of a plain leaf and of a root with children; a QEMU restart, and one more snapshot whose
+parent must come from the image's persisted current snapshot.
 
 Each step says why it is there; ``expected()`` runs the lineage model over the steps.
 """
@@ -40,11 +40,13 @@ STEPS: tuple[Step, ...] = (
     Step("create", "s7", "a child of s5"),
     Step("revert", "s5", "current s5, which has a child"),
     Step("delete", "s5", "the current snapshot with a child: s7 moves to s2, s2 current"),
-    Step("delete", "s1", "a root with children: s2 and s4 become roots"),
-    Step("delete", "s4", "a leaf, not current"),
+    Step("revert", "s1", "back to the root"),
+    Step("create", "s8", "a third child of s1, current"),
+    Step("delete", "s4", "a leaf, neither current nor a root"),
+    Step("delete", "s1", "a root with children: s2 and s8 become roots, s8 stays current"),
     Step("restart", None, "QEMU restarts (destroy, start): only the image remembers the "
                           "current snapshot"),
-    Step("create", "s8", "after the restart: a child of s2, the current one"),
+    Step("create", "s9", "after the restart: a child of s8, the current one"),
 )
 
 

@@ -179,35 +179,40 @@ def parse_current(res: Result) -> str | None:
     raise VirshError(f"snapshot-current: exit {res.returncode}: {res.stderr.strip()}")
 
 
-# -- which monitor commands the daemon sent (its log, qemu.qemu_monitor at debug) -----------
+# -- what libvirt made QEMU do, from its logs ------------------------------------------------
+# Each event is (timestamp, text); both logs stamp lines as '2026-12-03 08:04:09.548+0000',
+# which sorts as text, so the events of both logs can be merged in order.
 
+Event = tuple[str, str]
+_STAMP = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+[+-]\d{4})"
 _HMP = re.compile(r'"execute":\s*"human-monitor-command".*?"command-line":\s*"(\w+)')
 _EXEC = re.compile(r'"execute":\s*"([\w-]+)"')
 SNAPSHOT_COMMANDS = ("savevm", "loadvm", "delvm", "snapshot-save", "snapshot-load",
                      "snapshot-delete")
 
 
-def monitor_commands(log_text: str) -> list[str]:
-    """The snapshot commands the daemon sent to QEMU, in order: HMP ones as 'hmp savevm',
-    QMP ones by name ('snapshot-save')."""
+def monitor_commands(daemon_log: str) -> list[Event]:
+    """The snapshot commands libvirtd sent to QEMU (its log, qemu.qemu_monitor at debug):
+    HMP ones as 'hmp savevm', QMP ones by name ('snapshot-save')."""
     found = []
-    for line in log_text.splitlines():
-        if "QEMU_MONITOR_SEND_MSG" not in line:
+    for line in daemon_log.splitlines():
+        if "QEMU_MONITOR_SEND_MSG" not in line or not (m := re.match(_STAMP, line)):
             continue
         msg = line.partition("msg=")[2]
         if h := _HMP.search(msg):
             if h.group(1) in SNAPSHOT_COMMANDS:
-                found.append(f"hmp {h.group(1)}")
+                found.append((m.group(1), f"hmp {h.group(1)}"))
         elif (e := _EXEC.search(msg)) and e.group(1) in SNAPSHOT_COMMANDS:
-            found.append(e.group(1))
+            found.append((m.group(1), e.group(1)))
     return found
 
 
-def qemu_starts(qemu_log: str) -> list[str]:
+def qemu_starts(qemu_log: str) -> list[Event]:
     """Each QEMU start in a domain's log (/var/log/libvirt/qemu/DOM.log): 'qemu start', or
     'qemu start -loadvm TAG' (libvirt 9.0 reverts a running domain by restarting QEMU)."""
+    parts = re.split(_STAMP + r": starting up libvirt", qemu_log, flags=re.M)
     starts = []
-    for block in re.split(r"^\S+ \S+: starting up libvirt", qemu_log, flags=re.M)[1:]:
+    for stamp, block in zip(parts[1::2], parts[2::2], strict=True):
         m = re.search(r"^-loadvm (\S+) \\$", block, re.M)
-        starts.append("qemu start" + (f" -loadvm {m.group(1)}" if m else ""))
+        starts.append((stamp, "qemu start" + (f" -loadvm {m.group(1)}" if m else "")))
     return starts
