@@ -20,6 +20,7 @@ daemon's and QEMU's logs, console.log; the disk image when the test failed) and
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -37,9 +38,8 @@ import images  # noqa: E402
 from harness import libvirt as hlibvirt  # noqa: E402
 from tests.libvirt.lib import daemon as lvdaemon  # noqa: E402
 from tests.libvirt.lib.daemon import Place  # noqa: E402
-from tests.libvirt.lib.require import Requirements, required_by  # noqa: E402
 from tests.qemu.lib import builds  # noqa: E402
-from tests.qemu.lib.errors import BuildMissing  # noqa: E402
+from tests.qemu.lib.require import Requirements, required_by  # noqa: E402
 
 LOGS_KEY = pytest.StashKey[Path]()
 REPORTS_KEY = pytest.StashKey[dict]()
@@ -142,7 +142,9 @@ class LibvirtPlace:
 @pytest.fixture(scope="session")
 def place(request, require) -> LibvirtPlace:
     name = request.param
-    require.root("libvirtd runs in a mount namespace of its own (and trixie's in a chroot)")
+    if os.geteuid() != 0:
+        require.missing("libvirtd runs in a mount namespace of its own (trixie's in a "
+                        "chroot): run the libvirt suite as root")
     require.tool("unshare", "util-linux")
     require.tool("mount", "mount")
     if hlibvirt.LIBVIRTS[name].chroot is None:
@@ -159,14 +161,8 @@ def place(request, require) -> LibvirtPlace:
 
 @pytest.fixture(scope="session")
 def patched(require) -> builds.QemuBuild:
-    try:
-        build = builds.resolve("patched")
-    except BuildMissing as exc:
-        require.missing(str(exc))
-    bundle = build.build_dir / "qemu-bundle" / "usr" / "local" / "share" / "qemu"
-    if not (bundle / "bios-256k.bin").exists():
-        require.missing(f"the patched build cannot find its firmware: {bundle}/bios-256k.bin "
-                        "is missing (`python3 build.py` links it)")
+    build = require.build("patched")
+    require.firmware(build)  # libvirt passes no -L: QEMU finds it in its qemu-bundle
     return build
 
 

@@ -20,7 +20,6 @@ from harness.pipeline import Context
 from tests.libvirt.lib import daemon, lineage, nsinit, scenario, virsh
 from tests.libvirt.lib.domain import DomainSpec, domain_xml
 from tests.libvirt.lib.lineage import Model, Tree
-from tests.libvirt.lib.require import Requirements, required_by
 from tests.qemu.lib import qcow2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -372,17 +371,6 @@ def test_nsinit_execs_the_daemon_after_its_mounts(tmp_path):
     out = subprocess.run([sys.executable, str(daemon.NSINIT), str(spec)], capture_output=True,
                          text=True, check=True)
     assert out.stdout == "ONLY=this\n"
-
-
-def test_required_by_and_requirements(monkeypatch):
-    assert required_by(True, {}) == "--require-all"
-    assert required_by(False, {"CI": "true"}) == "CI=true"
-    assert required_by(False, {"QEMU_HARNESS_REQUIRE_ALL": "1"}) == "QEMU_HARNESS_REQUIRE_ALL=1"
-    assert required_by(False, {"CI": "false"}) is None
-    with pytest.raises(pytest.fail.Exception, match="missing capability: no chroot"):
-        Requirements("CI=true").missing("no chroot")
-    with pytest.raises(pytest.skip.Exception, match="no chroot"):
-        Requirements(None).missing("no chroot")
 
 
 # -- the harness: chroot, stage, suite, report --------------------------------------------------

@@ -1,7 +1,6 @@
 """Library of the libvirt suite: libvirt drives the patched QEMU, the image is the oracle.
 
 One concern per module:
-  require.py   capability checks (skip with the command that helps; fail under CI=true)
   nsinit.py    run inside a new mount namespace: private binds, chroot, exec the daemon
   daemon.py    Daemon: one private libvirtd per test (config, namespace, start, stop, logs)
   virsh.py     the client by argument list against that daemon; readers of its output
