@@ -36,8 +36,10 @@ SUITES = {
     "peers": Suite("peers", ("tests/peers",), extra=("-n", "auto"),
                    summary_json="peers.json"),
     # libvirt (the machine's 9.0, trixie's 11.3 in a chroot: build.py libvirt) drives the
-    # patched QEMU through a snapshot tree; the image's tree and libvirt's after each step
-    "libvirt": Suite("libvirt", ("tests/libvirt",), summary_json="libvirt.json"),
+    # patched QEMU through a snapshot tree; the image's tree and libvirt's after each step.
+    # One worker per CPU: each libvirt's run is one long test with its own TCG guest
+    "libvirt": Suite("libvirt", ("tests/libvirt",), extra=("-n", "auto"),
+                     summary_json="libvirt.json"),
 }
 
 

@@ -37,13 +37,14 @@ if str(REPO) not in sys.path:
 import images  # noqa: E402
 from harness import libvirt as hlibvirt  # noqa: E402
 from tests.libvirt.lib import daemon as lvdaemon  # noqa: E402
+from tests.libvirt.lib import summary  # noqa: E402
 from tests.libvirt.lib.daemon import Place  # noqa: E402
 from tests.qemu.lib import builds  # noqa: E402
 from tests.qemu.lib.require import Requirements, required_by  # noqa: E402
 
 LOGS_KEY = pytest.StashKey[Path]()
 REPORTS_KEY = pytest.StashKey[dict]()
-SUMMARY: dict = {"libvirts": {}, "results": {}}
+STEPS_DIR = "libvirt-steps"  # one JSON per test under the results dir (xdist workers too)
 
 
 def _addoption(group, *args, **kwargs):
@@ -79,6 +80,12 @@ def _summary_path(config) -> Path:
     return path if path.is_absolute() else Path(config.invocation_params.dir) / path
 
 
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # the controller: nothing stale from before
+        shutil.rmtree(_results(config) / STEPS_DIR, ignore_errors=True)
+        _summary_path(config).unlink(missing_ok=True)
+
+
 def pytest_generate_tests(metafunc):
     if "place" in metafunc.fixturenames:
         names = [x.strip() for x in metafunc.config.getoption("--libvirts").split(",")
@@ -111,10 +118,13 @@ def pytest_sessionfinish(session, exitstatus):
         if tr:
             tr.write_line(msg, red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if SUMMARY["results"]:
+    if hasattr(session.config, "workerinput"):
+        return
+    data = summary.merge(_results(session.config) / STEPS_DIR)
+    if data is not None:
         path = _summary_path(session.config)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(SUMMARY, indent=2) + "\n")
+        path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 # -- fixtures -------------------------------------------------------------------------------
@@ -218,10 +228,9 @@ def workspace(request, place, test_dir):
 
 
 @pytest.fixture
-def steps_summary(request, place):
-    """record(rows, **facts): this test's step table into libvirt.json."""
+def steps_summary(place, results_dir):
+    """record(rows, **facts): this test's step table, for libvirt.json."""
     def record(rows: list[dict], **facts) -> None:
-        name = place.place.name
-        SUMMARY["libvirts"][name] = {"version": place.version, **facts}
-        SUMMARY["results"][name] = rows
+        summary.write_steps(results_dir / STEPS_DIR, place.place.name,
+                            {"version": place.version, **facts}, rows)
     return record

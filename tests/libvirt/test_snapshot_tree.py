@@ -22,6 +22,7 @@ import images
 from tests.libvirt.lib import lineage, scenario
 from tests.libvirt.lib.daemon import Daemon
 from tests.libvirt.lib.domain import DomainSpec, domain_xml
+from tests.libvirt.lib.summary import table
 from tests.libvirt.lib.virsh import CommandLog, Virsh, VirshError, monitor_commands, qemu_starts
 from tests.qemu.lib import qcow2
 from tests.qemu.lib.console import Console
@@ -45,16 +46,6 @@ def run_step(virsh: Virsh, step: scenario.Step, console: Console) -> None:
         console.wait_counter(since=mark, timeout=BOOT_TIMEOUT)
     else:
         raise ValueError(step.op)
-
-
-def table(rows: list[dict]) -> str:
-    width = max(len(r["step"]) for r in rows)
-    out = []
-    for r in rows:
-        cmds = ", ".join(r["commands"]) or "-"
-        out.append(f"{r['n']:>2}  {r['step']:<{width}}  {r['status']:<8}  {cmds}")
-        out += [f"      {p}" for p in r["problems"]]
-    return "\n".join(out)
 
 
 def test_snapshot_tree(place, patched, guest, test_dir, workspace, steps_summary):

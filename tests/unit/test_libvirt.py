@@ -17,7 +17,7 @@ from harness import peers, report, stages, testrun
 from harness.config import APT_PACKAGES, Layout
 from harness.errors import EnvironmentProblem
 from harness.pipeline import Context
-from tests.libvirt.lib import daemon, lineage, nsinit, scenario, virsh
+from tests.libvirt.lib import daemon, lineage, nsinit, scenario, summary, virsh
 from tests.libvirt.lib.domain import DomainSpec, domain_xml
 from tests.libvirt.lib.lineage import Model, Tree
 from tests.qemu.lib import qcow2
@@ -273,6 +273,19 @@ def test_virsh_argv_and_the_command_log(tmp_path):
     assert "$ " in text and "# exit 0 after" in text and "# exit 3 after" in text
 
 
+def test_step_tables_merge_and_print(tmp_path):
+    row = {"n": 3, "step": "revert s1", "status": "mismatch", "commands": ["snapshot-load"],
+           "problems": ["current: the image's is s2, libvirt's s1"]}
+    summary.write_steps(tmp_path / "steps", "trixie", {"version": "11.3.0"}, [row])
+    summary.write_steps(tmp_path / "steps", "host", {"version": "9.0.0"}, [])
+    data = summary.merge(tmp_path / "steps")
+    assert data == {"libvirts": {"host": {"version": "9.0.0"}, "trixie": {"version": "11.3.0"}},
+                    "results": {"host": [], "trixie": [row]}}
+    assert summary.merge(tmp_path / "none") is None
+    assert summary.table([row]) == (" 3  revert s1  mismatch  snapshot-load\n"
+                                    "      current: the image's is s2, libvirt's s1")
+
+
 # -- the domain ---------------------------------------------------------------------------------
 
 
@@ -459,6 +472,7 @@ def test_cli_and_suite(tmp_path):
     assert "tests/libvirt" in argv
     assert f"--results-dir={layout.results / 'libvirt'}" in argv
     assert f"--matrix-json={layout.results / 'libvirt.json'}" in argv
+    assert argv[argv.index("-n") + 1] == "auto"
 
 
 def test_report_renders_the_step_table():

@@ -7,4 +7,5 @@ One concern per module:
   domain.py    the test domain as libvirt XML
   lineage.py   snapshot trees by name (image, libvirt, expected) and their differences
   scenario.py  the steps libvirt takes, as data
+  summary.py   the step tables: per test, merged into libvirt.json, as text
 """
