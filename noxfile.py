@@ -1,4 +1,4 @@
-"""nox sessions: lint, unit, tests, iotests, peers, bench.
+"""nox sessions: lint, unit, tests, iotests, peers, libvirt, bench.
 
 They run in the project venv that `python3 build.py setup` makes
 (`.venv/bin/nox -s unit`); nothing is installed per session.
@@ -45,6 +45,12 @@ def iotests(session: nox.Session) -> None:
 def peers(session: nox.Session) -> None:
     """Older QEMU releases on the series' images, and back (builds the peer chroots once)."""
     session.run(PY, "build.py", "test", "--suite", "peers", *session.posargs)
+
+
+@nox.session
+def libvirt(session: nox.Session) -> None:
+    """libvirt 9.0 and 11.3 manage a snapshot tree of the patched QEMU (builds the chroot)."""
+    session.run(PY, "build.py", "test", "--suite", "libvirt", *session.posargs)
 
 
 @nox.session
