@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from . import bootstrap, peers
 from .config import Layout
@@ -31,7 +30,6 @@ from .runner import NullLog, StageLog, run
 # default network, no users): the suite brings its own configuration.
 HOST_PACKAGES = ("libvirt-daemon", "libvirt-daemon-driver-qemu", "libvirt-clients")
 DAEMON = "/usr/sbin/libvirtd"
-VIRSH = "/usr/bin/virsh"
 
 
 @dataclass(frozen=True)
@@ -115,7 +113,3 @@ def table(prepared: list[Prepared]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  "
                      + r[-1] for r in rows)
 
-
-def chroot_path(root: Path, path: Path) -> str:
-    """The path a process in the chroot ``root`` uses for a host path under it."""
-    return "/" + str(Path(path).resolve().relative_to(Path(root).resolve()))

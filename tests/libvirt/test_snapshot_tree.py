@@ -80,8 +80,8 @@ def test_snapshot_tree(place, patched, guest, test_dir, workspace, steps_summary
         wants = [lineage.Tree({}, None), *scenario.expected()]
         for n, (step, want) in enumerate(zip(steps, wants, strict=True)):
             t0 = time.monotonic()
-            row = {"n": n, "step": step.label, "why": step.why, "problems": [],
-                   "commands": []}
+            row = {"n": n, "step": step.label, "why": step.why, "status": "error",
+                   "problems": ["did not finish: see the test's exception"], "commands": []}
             rows.append(row)
             log.note(f"step {n}: {step.label} ({step.why})")
             try:
