@@ -89,7 +89,8 @@ def query_vm_snapshots(guest, workdir: Path, n: int, reps: int = 20) -> float:
             vm.qmp.hmp(f"savevm q{i}")
         result = vm.qmp.cmd("query-vm-snapshots")
         assert len(result["snapshots"]) == n, len(result["snapshots"])
-        assert all(sorted(s["devices"]) == ["disk0", "disk1"] for s in result["snapshots"])
+        assert all(sorted(d["node-name"] for d in s["devices"]) == ["disk0", "disk1"]
+                   for s in result["snapshots"])
         return _median_time(lambda: vm.qmp.cmd("query-vm-snapshots"), reps)
 
 

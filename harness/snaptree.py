@@ -51,6 +51,13 @@ class SnapTreeError(Exception):
 # -- sources --------------------------------------------------------------------------
 
 
+
+def device_names(snap: dict) -> list[str]:
+    """The node names of a query-vm-snapshots entry's devices: since lineage v2 each
+    device is {"node-name", "id"}; plain strings (the earlier format) still work."""
+    return [d["node-name"] if isinstance(d, dict) else str(d)
+            for d in snap.get("devices") or []]
+
 def from_image(qemu_img: str | Path, path: str | Path) -> dict:
     """query-vm-snapshots-shaped data of one image (read with force-share: may be in use)."""
     args = [str(qemu_img), "info", "--output=json", "-U", str(path)]
@@ -221,7 +228,7 @@ def _label(node_snap: dict, current: str | None, width: int) -> str:
     if current and uuid and uuid.lower() == current:
         text += f" {CURRENT_MARK}"
     if node_snap.get("partial"):
-        text += f"  [partial: on {', '.join(node_snap.get('devices') or []) or '?'} only]"
+        text += f"  [partial: on {', '.join(device_names(node_snap)) or '?'} only]"
     return text
 
 
@@ -253,7 +260,7 @@ def render(data: dict | Tree, title: str | None = None) -> str:
         for s in tree.flat:
             extra = f"  (id {s['id']})" if s.get("id") else ""
             if s.get("partial"):
-                extra += f"  [partial: on {', '.join(s.get('devices') or [])} only]"
+                extra += f"  [partial: on {', '.join(device_names(s))} only]"
             lines.append(f"  {s.get('name', '?')}{extra}")
     if tree.current:
         if any(n.uuid and n.uuid.lower() == tree.current for _, n in items):
