@@ -32,6 +32,7 @@ IOTESTS = (
 # a fix the series carries, which no feature probe tells apart).
 SERIES_IOTEST_FEATURES = {
     "qcow2-check-keep-snapshots": (),
+    "loadvm-tag-not-id": (),
     "qcow2-snapshot-uuid": ("snapshot-uuid",),
     "qcow2-current-snapshot": ("snapshot-uuid",),
     "qcow2-snapshot-old-writer": ("snapshot-uuid",),
