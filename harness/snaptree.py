@@ -7,7 +7,7 @@ Input is `query-vm-snapshots`-shaped data (SPEC.md §2)::
 
 taken from a running VM (``from_qmp_socket``: a minimal QMP client on a unix socket) or from
 an image file (``from_image``: ``qemu-img info --output=json`` for the snapshot table, the
-qcow2 header's current snapshot extension for the current one). ``render`` draws it:
+qcow2 header's current snapshot record for the current one). ``render`` draws it:
 
     s1  5f1fc2a8-2a5b-4fd3-8b0e-4e2c1d0a7a64
     |-- s2  c9a4a0c3-...
@@ -18,9 +18,10 @@ qcow2 header's current snapshot extension for the current one). ``render`` draws
     * = current snapshot
 
 Roots are snapshots without a parent and snapshots whose parent is not in the list (marked
-dangling: their parent was deleted). Snapshots without UUID (written by QEMU before the
-series) have no lineage and are listed flat. Standard library only; exit codes are
-harness/errors.py's (3: the image or VM cannot be read).
+dangling: their parent was deleted by a QEMU without the series; the series itself makes
+the children of a deleted snapshot children of its parent). Snapshots without UUID
+(written by QEMU before the series) have no lineage and are listed flat. Standard library
+only; exit codes are harness/errors.py's (3: the image or VM cannot be read).
 
 CLI:  python3 -m harness.snaptree --image PATH [--qemu-img PATH]  |  --qmp SOCKET
 """
@@ -40,8 +41,9 @@ from .errors import NotReady, fail
 
 CURRENT_MARK = "*"
 QCOW2_MAGIC = b"QFI\xfb"
-QCOW2_EXT_CURRENT = 0x43534E50  # "CSNP", docs/interop/qcow2.txt (series part 1)
-QCOW2_AUTOCLEAR_CURRENT = 1 << 2
+QCOW2_EXT_CURRENT = 0x43534E50  # "CSNP", docs/interop/qcow2.rst (series part 1)
+# {snapshot UUID, snapshots_offset BE64, nb_snapshots BE32, reserved 4}
+QCOW2_CURRENT_RECORD = struct.Struct(">16sQI4x")
 
 
 class SnapTreeError(Exception):
@@ -76,19 +78,24 @@ def from_image(qemu_img: str | Path, path: str | Path) -> dict:
 def qcow2_current(path: str | Path) -> str | None:
     """The current snapshot UUID from a qcow2 header, or None (SPEC.md §1).
 
-    Only trusted when the autoclear bit is set and exactly one 16-byte, non-nil extension
-    is present (otherwise a QEMU without the series may have changed the snapshots since).
+    The record (header extension 0x43534e50, no feature bit) is trusted only when it is the
+    one extension of its type, 32 bytes long, not nil, and its copy of snapshots_offset and
+    nb_snapshots equals the header's: a QEMU without the series that created or deleted a
+    snapshot moved the table and left the record stale. Whether the UUID is in the snapshot
+    table is for the caller to check (from_image does).
     """
     with open(path, "rb") as f:
         header = f.read(104)
         if len(header) < 72 or header[:4] != QCOW2_MAGIC:
             return None
         version = struct.unpack(">I", header[4:8])[0]
-        if version < 3 or len(header) < 104:
+        if version < 2 or (version >= 3 and len(header) < 104):
             return None
-        autoclear = struct.unpack(">Q", header[88:96])[0]
-        header_length = struct.unpack(">I", header[100:104])[0]
+        header_length = struct.unpack(">I", header[100:104])[0] if version >= 3 else 72
         cluster_bits = struct.unpack(">I", header[20:24])[0]
+        nb_snapshots, snapshots_offset = struct.unpack(">IQ", header[60:72])
+        if not 9 <= cluster_bits <= 21:
+            return None
         f.seek(header_length)
         area = f.read((1 << cluster_bits) - header_length)
     found: list[bytes] = []
@@ -100,9 +107,12 @@ def qcow2_current(path: str | Path) -> str | None:
         if magic == QCOW2_EXT_CURRENT:
             found.append(area[pos + 8 : pos + 8 + length])
         pos += 8 + ((length + 7) & ~7)
-    if not autoclear & QCOW2_AUTOCLEAR_CURRENT or len(found) != 1 or len(found[0]) != 16:
+    if len(found) != 1 or len(found[0]) != QCOW2_CURRENT_RECORD.size:
         return None
-    u = uuidlib.UUID(bytes=found[0])
+    raw, rec_offset, rec_nb = QCOW2_CURRENT_RECORD.unpack(found[0])
+    if (rec_offset, rec_nb) != (snapshots_offset, nb_snapshots):
+        return None  # stale: the table changed under a program that does not maintain it
+    u = uuidlib.UUID(bytes=raw)
     return None if u.int == 0 else str(u)
 
 

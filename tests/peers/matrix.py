@@ -116,8 +116,12 @@ class Design(enum.Enum):
     """How an image carries the current snapshot."""
 
     RECORD32 = "record32"  # the issue 11 redesign: 32-byte extension with the table pointer
-    AUTOCLEAR16 = "autoclear16"  # today's series: 16-byte extension under autoclear bit 2
+    AUTOCLEAR16 = "autoclear16"  # the first design: 16-byte extension under autoclear bit 2
     NONE = "none"  # no identity at all (a build without the series)
+
+
+# The autoclear bit the first design set (AUTOCLEAR16); the series sets no feature bit now.
+AUTOCLEAR16_BIT = 1 << 2
 
 
 class Current(enum.Enum):

@@ -175,29 +175,87 @@ def test_two_disks_one_uuid_and_partial_refused(vm_factory, make_disk, monitor):
     _assert_hmp_agrees(vm, data)
 
 
-def test_delete_current_leaves_dangling_child(vm, monitor):
-    """Deleting the current snapshot makes its parent current; its child keeps the deleted
-    UUID as parent-uuid (reported, dangling); the next save descends from the new current."""
+def test_delete_reparents_children_and_moves_current(vm, monitor):
+    """r -> a -> b: deleting the current snapshot a makes its parent r current and its child
+    b a child of r (SPEC §1: no dangling parents from QEMU's own operations), in the image
+    too; the next save descends from the new current."""
     ops, uops = for_monitor(monitor, vm), ByUUID(monitor, vm)
     for tag in ("r", "a", "b"):
         ops.save(tag)
     u = _uuids(query(vm))
+    assert _parents(query(vm)) == {"r": None, "a": u["r"], "b": u["a"]}
     uops.load(u["a"])
     assert query(vm)["current"] == u["a"]
     uops.delete(u["a"])
     data = query(vm)
     assert data["current"] == u["r"], "the deleted current snapshot's parent is current"
-    assert _parents(data) == {"r": None, "b": u["a"]}, "b keeps its (now dangling) parent"
+    assert _parents(data) == {"r": None, "b": u["r"]}, "b was not reparented to r"
+    assert _uuids(data) == {"r": u["r"], "b": u["b"]}
+    on_disk = node_snapshots(vm, DISK_NODE)
+    assert on_disk["b"]["parent-uuid"] == u["r"] and "parent-uuid" not in on_disk["r"]
     _assert_hmp_agrees(vm, data)
     tree = snaptree.build(data)
     assert [(d, n.snap["name"], n.dangling) for d, n in tree.walk()] == [
-        (0, "r", False), (0, "b", True)]
+        (0, "r", False), (1, "b", False)]
     assert_alive(vm)
 
     ops.save("c")
     data = query(vm)
     assert _parents(data)["c"] == u["r"] and data["current"] == _uuids(data)["c"]
     _assert_hmp_agrees(vm, data)
+
+    uops.delete(u["r"])  # a root with children: they become roots
+    data = query(vm)
+    assert _parents(data) == {"b": None, "c": None}
+    assert data["current"] == _uuids(data)["c"], "deleting another snapshot moved current"
+    _assert_hmp_agrees(vm, data)
+
+
+def test_tag_that_is_another_snapshots_uuid_is_a_tag(vm, monitor):
+    """SPEC §2-3, a tag is always the tag: saving with a tag equal to k1's UUID creates a new
+    snapshot and replaces nothing; loading and deleting by that tag act on the snapshot with
+    that tag; once no snapshot has the tag, the string is k1's UUID again (HMP loadvm takes
+    it as such; QMP is asked with 'uuid')."""
+    ops, uops, con = for_monitor(monitor, vm), ByUUID(monitor, vm), vm.console
+    ops.stop()
+    c1, d1 = con.last_counter(), vm.disk_counter()
+    ops.save("k1")
+    u1 = _uuids(query(vm))["k1"]
+    ops.cont()
+    con.wait_counter(since=con.mark())
+    con.wait_counter(since=con.mark())
+    ops.stop()
+    d2 = vm.disk_counter()
+    assert d2 != d1, "the guest did not write between the two saves"
+
+    ops.save(u1)
+    data = query(vm)
+    tagged = by_name(data).get(u1)
+    assert tagged is not None and [s["name"] for s in data["snapshots"]] == ["k1", u1], data
+    assert by_name(data)["k1"]["uuid"] == u1, "saving with k1's UUID as tag replaced k1"
+    assert tagged["uuid"] != u1 and tagged["parent-uuid"] == u1
+    assert data["current"] == tagged["uuid"]
+    _assert_hmp_agrees(vm, data)
+
+    ops.load("k1")
+    assert vm.disk_counter() == d1
+    ops.load(u1)  # the tag
+    assert vm.disk_counter() == d2, f"load of the tag {u1} loaded k1 (its UUID)"
+    assert query(vm)["current"] == tagged["uuid"]
+
+    ops.delete(u1)  # the tag
+    data = query(vm)
+    assert [(s["name"], s["uuid"]) for s in data["snapshots"]] == [("k1", u1)], (
+        "deleting the tag deleted k1")
+    assert data["current"] == u1, "the deleted current snapshot's parent is current"
+
+    uops.load(u1)  # no snapshot has that tag now: it is k1's UUID
+    assert vm.disk_counter() == d1
+    assert query(vm)["current"] == u1
+    mark = con.mark()
+    ops.cont()
+    n = con.wait_counter(since=mark)
+    assert c1 < n <= c1 + 2, f"counter {n} after loading k1 (saved at {c1}): RAM not k1's"
 
 
 def test_hmp_savevm_replacing_current_keeps_lineage(vm):
@@ -347,8 +405,8 @@ def test_tree_view_of_running_vm_and_image(vm_factory, build):
     assert [(s["name"], s["uuid"], s.get("parent-uuid")) for s in image["snapshots"]] == [
         (s["name"], s["uuid"], s.get("parent-uuid")) for s in live["snapshots"]]
     text = snaptree.render(image)
-    dangling = f"  (parent {u['a']} not in the list: dangling)"
-    assert text.splitlines()[:2] == [f"b  {u['b']}" + dangling, f"c  {u['c']} *" + dangling]
+    # a was a root: deleting it made its children roots (nothing dangles)
+    assert text.splitlines() == [f"b  {u['b']}", f"c  {u['c']} *", "* = current snapshot"]
     (vm.workdir / "tree-image.txt").write_text(text)
 
     cli = subprocess.run(

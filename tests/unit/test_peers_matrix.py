@@ -183,6 +183,35 @@ def test_record_states(tmp_path):
         assert qcow2.read(path).current_record().state is qcow2.RecordState.MALFORMED
 
 
+def test_image_current_follows_the_record(tmp_path):
+    """Image.current is the UUID of a valid 32-byte record and nothing else; the crafting
+    helpers put the record first, as QEMU does, and can make it stale."""
+    path = make_image(tmp_path / "a.qcow2", exts=[(0x6803F857, b"feature names")])
+    ids = im.inject_identity(path, mx.Design.RECORD32)
+    image = qcow2.read(path)
+    assert image.current == ids["s4"][0]
+    assert [e.magic for e in image.extensions] == [qcow2.EXT_CURRENT_SNAPSHOT, 0x6803F857]
+    assert image.record_extension() is image.extensions[0]
+    rec = qcow2.set_current_record(path, ids["s1"][0], snapshots_offset=TABLE + CLUSTER)
+    assert rec == qcow2.CurrentRecord(ids["s1"][0], TABLE + CLUSTER, 4)
+    image = qcow2.read(path)
+    assert image.current is None and image.current_record().record == rec
+    assert [e.data for e in image.extension(0x6803F857)] == [b"feature names"]
+    qcow2.set_current_record(path, ids["s1"][0], nb_snapshots=5)
+    assert qcow2.read(path).current is None
+    qcow2.set_current_record(path, ids["s1"][0], reserved=b"\xff" * 4)
+    assert qcow2.read(path).current == ids["s1"][0], "reserved bytes are not judged"
+    qcow2.set_current_record(path, None)
+    assert qcow2.read(path).current is None
+    # the first design (16 bytes, autoclear bit 2) names no current snapshot for this reader
+    qcow2.set_current_records(path, [ids["s4"][0].bytes])
+    qcow2.set_autoclear(path, mx.AUTOCLEAR16_BIT)
+    image = qcow2.read(path)
+    assert image.current is None and image.record_extension() is not None
+    qcow2.set_current_records(path, [])
+    assert qcow2.read(path).current_record().state is qcow2.RecordState.ABSENT
+
+
 def test_classify_current_against_the_truth(tmp_path):
     path = make_image(tmp_path / "a.qcow2")
     ids = im.inject_identity(path, mx.Design.RECORD32)
@@ -198,8 +227,11 @@ def test_classify_todays_autoclear_layout(tmp_path):
     path = make_image(tmp_path / "a.qcow2")
     ids = im.inject_identity(path, mx.Design.AUTOCLEAR16)
     image = qcow2.read(path)
-    assert image.autoclear == qcow2.AUTOCLEAR_CURRENT_SNAPSHOT
-    assert image.current == ids["s4"][0], "today's reader sees it too"
+    assert image.autoclear == mx.AUTOCLEAR16_BIT
+    exts = image.extension(qcow2.EXT_CURRENT_SNAPSHOT)
+    assert [e.data for e in exts] == [ids["s4"][0].bytes], "the 16-byte layout names s4"
+    assert image.current_record().state is qcow2.RecordState.MALFORMED, (
+        "a reader of the 32-byte record ignores the 16-byte layout")
     assert im.detect_design(image) is mx.Design.AUTOCLEAR16
     assert im.classify_current(image, mx.Design.AUTOCLEAR16, ids, "s4") is C.RIGHT
     qcow2.set_autoclear(path, 0)  # what every older QEMU does when it opens it read-write

@@ -138,7 +138,7 @@ def _run_rig(tmp_path, env, *args):
     """The real tests/qemu conftest on one test whose build is missing."""
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rsE",
-         "tests/qemu/test_qcow2_identity.py", "-k", "test_check_repair_drops_stale_extension",
+         "tests/qemu/test_qcow2_identity.py", "-k", "test_create_records_uuid_parent_and_current",
          "--builds", "stock", f"--results-dir={tmp_path / 'results'}",
          f"--junitxml={tmp_path / 'junit.xml'}", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=120,

@@ -16,22 +16,30 @@ from harness import snaptree
 U = {k: f"{i:08x}-2a5b-4fd3-8b0e-4e2c1d0a7a64" for i, k in enumerate("abcdefgh", 1)}
 
 # qemu-img info --output=json (patched build) of an image after: snapshot -c a, -c b, -a a,
-# -c c, -c d, -a b, -c e, -d a  (recorded; only "snapshots" is used)
+# -c c, -c d, -a b, -c e, -d a  (recorded; only "snapshots" is used). Deleting a made its
+# children b and c roots (a was a root); the record names e.
 IMAGE_SNAPSHOTS = json.loads("""[
- {"icount": 0, "vm-clock-nsec": 0, "name": "b", "date-sec": 1795644110,
-  "uuid": "d651d7e8-2a5b-47bd-9b8f-1c5fab35a969", "date-nsec": 32137000, "vm-clock-sec": 0,
-  "id": "2", "parent-uuid": "445d4902-75b0-471b-b717-ef17b8af0cc6", "vm-state-size": 0},
- {"icount": 0, "vm-clock-nsec": 0, "name": "c", "date-sec": 1795644110,
-  "uuid": "e9c20fe3-992d-40ec-8e9d-1fb1b4d727f5", "date-nsec": 66490000, "vm-clock-sec": 0,
-  "id": "3", "parent-uuid": "445d4902-75b0-471b-b717-ef17b8af0cc6", "vm-state-size": 0},
- {"icount": 0, "vm-clock-nsec": 0, "name": "d", "date-sec": 1795644139,
-  "uuid": "e84f8d5c-ad3a-4bf7-9ee5-8db052c58275", "date-nsec": 707054000, "vm-clock-sec": 0,
-  "id": "4", "parent-uuid": "e9c20fe3-992d-40ec-8e9d-1fb1b4d727f5", "vm-state-size": 0},
- {"icount": 0, "vm-clock-nsec": 0, "name": "e", "date-sec": 1795644139,
-  "uuid": "fa8c437c-d59a-4bd5-a568-5437385e761c", "date-nsec": 719482000, "vm-clock-sec": 0,
-  "id": "5", "parent-uuid": "d651d7e8-2a5b-47bd-9b8f-1c5fab35a969", "vm-state-size": 0}
+ {"icount": 0, "vm-clock-nsec": 0, "name": "b", "date-sec": 1796284751,
+  "uuid": "a52db2eb-5f70-4fe4-9361-ca3c65a9fcc9", "date-nsec": 76002000, "vm-clock-sec": 0,
+  "id": "2", "vm-state-size": 0},
+ {"icount": 0, "vm-clock-nsec": 0, "name": "c", "date-sec": 1796284751,
+  "uuid": "ed885d61-64fa-4811-a691-ba8abefa97c9", "date-nsec": 90020000, "vm-clock-sec": 0,
+  "id": "3", "vm-state-size": 0},
+ {"icount": 0, "vm-clock-nsec": 0, "name": "d", "date-sec": 1796284751,
+  "uuid": "7ca7a517-c264-46b0-ae7f-fa0ca32da424", "date-nsec": 99799000, "vm-clock-sec": 0,
+  "id": "4", "parent-uuid": "ed885d61-64fa-4811-a691-ba8abefa97c9", "vm-state-size": 0},
+ {"icount": 0, "vm-clock-nsec": 0, "name": "e", "date-sec": 1796284751,
+  "uuid": "eada752c-76d5-4a83-bf86-43e904188e55", "date-nsec": 115307000, "vm-clock-sec": 0,
+  "id": "5", "parent-uuid": "a52db2eb-5f70-4fe4-9361-ca3c65a9fcc9", "vm-state-size": 0}
 ]""")
-IMAGE_CURRENT = "fa8c437c-d59a-4bd5-a568-5437385e761c"
+IMAGE_CURRENT = "eada752c-76d5-4a83-bf86-43e904188e55"
+# The same image when Debian's qemu-img 7.2 (no series) deleted a instead: b and c keep a
+# as their parent (dangling), and the record is stale (the table moved), so no current.
+A_UUID = "bde064cf-0210-406c-a33f-bebd218d51c9"
+IMAGE_SNAPSHOTS_OLD_DELETE = [
+    dict(s, **({"parent-uuid": A_UUID} if s["name"] in ("b", "c") else {}))
+    for s in IMAGE_SNAPSHOTS
+]
 
 # query-vm-snapshots of a VM with two disks (shape of the QAPI example): s1 on both,
 # s2 (child of s1) partial, s3 (child of s1) current, an old snapshot without UUID.
@@ -84,15 +92,26 @@ def test_vm_tree_structure_current_partial_and_flat():
     assert sum(line.count(" *") for line in lines[:3]) == 1
 
 
-def test_image_tree_dangling_roots():
+def test_image_tree_after_delete_reparents():
     data = {"current": IMAGE_CURRENT, "snapshots": IMAGE_SNAPSHOTS}
+    tree = snaptree.build(data)
+    assert _shape(tree) == [(0, "b"), (1, "e"), (0, "c"), (1, "d")]
+    assert not any(n.dangling for _, n in tree.walk()), "the series reparents on delete"
+    out = snaptree.render(data)
+    assert "dangling" not in out
+    assert f"`-- e  {IMAGE_CURRENT} *" in out.splitlines()
+
+
+def test_image_tree_dangling_roots():
+    """An older QEMU deleted a: its children keep a as parent, shown as dangling roots."""
+    data = {"snapshots": IMAGE_SNAPSHOTS_OLD_DELETE}
     tree = snaptree.build(data)
     assert _shape(tree) == [(0, "b"), (1, "e"), (0, "c"), (1, "d")]
     roots = [n for d, n in tree.walk() if d == 0]
     assert all(n.dangling for n in roots), "parent a was deleted: both roots are dangling"
     out = snaptree.render(data)
-    assert "(parent 445d4902-75b0-471b-b717-ef17b8af0cc6 not in the list: dangling)" in out
-    assert f"`-- e  {IMAGE_CURRENT} *" in out.splitlines()
+    assert f"(parent {A_UUID} not in the list: dangling)" in out
+    assert out.splitlines()[-1] == "no current snapshot" and " *" not in out
 
 
 def test_deep_tree_prefixes():
@@ -132,18 +151,28 @@ def test_empty_and_unknown_current():
     assert f"current snapshot {U['h']} is not in the list" in out and " *" not in out
 
 
-def _qcow2_header(path, current: str | None, autoclear: int = 4, length: int = 16, twice=False):
-    """A qcow2 v3 header (first cluster only) with optional current-snapshot extension."""
-    hdr = bytearray(104)
+TABLE_OFFSET, NB_SNAPSHOTS = 0x90000, 4
+
+
+def _qcow2_header(path, current: str | None, *, length: int = 32, twice=False, version=3,
+                  autoclear: int = 0, record_offset=TABLE_OFFSET, record_nb=NB_SNAPSHOTS):
+    """A qcow2 header (first cluster only) whose snapshot table pointer is TABLE_OFFSET /
+    NB_SNAPSHOTS, with an optional current snapshot record (as the first extension) that
+    names ``current`` for the table at ``record_offset`` / ``record_nb``, cut or padded to
+    ``length`` bytes."""
+    hdr = bytearray(104 if version >= 3 else 72)
     hdr[0:4] = b"QFI\xfb"
-    struct.pack_into(">I", hdr, 4, 3)
+    struct.pack_into(">I", hdr, 4, version)
     struct.pack_into(">I", hdr, 20, 16)  # cluster_bits
-    struct.pack_into(">Q", hdr, 88, autoclear)
-    struct.pack_into(">I", hdr, 100, 112)  # header_length
-    hdr += bytes(8)
+    struct.pack_into(">IQ", hdr, 60, NB_SNAPSHOTS, TABLE_OFFSET)
+    if version >= 3:
+        struct.pack_into(">Q", hdr, 88, autoclear)
+        struct.pack_into(">I", hdr, 100, 112)  # header_length
+        hdr += bytes(8)
     exts = b""
     if current is not None:
-        data = uuidlib.UUID(current).bytes[:length].ljust(length, b"\0")
+        record = uuidlib.UUID(current).bytes + struct.pack(">QI4x", record_offset, record_nb)
+        data = record[:length].ljust(length, b"\0")
         ext = struct.pack(">II", snaptree.QCOW2_EXT_CURRENT, length) + data
         ext += bytes(-len(ext) % 8)
         exts += ext * (2 if twice else 1)
@@ -156,8 +185,15 @@ def _qcow2_header(path, current: str | None, autoclear: int = 4, length: int = 1
     "kwargs, expected",
     [
         ({"current": U["e"]}, U["e"]),
-        ({"current": U["e"], "autoclear": 0}, None),  # stale: cleared by an old QEMU
-        ({"current": U["e"], "length": 15}, None),
+        ({"current": U["e"], "version": 2}, U["e"]),  # v2 images have the record too
+        ({"current": U["e"], "autoclear": 4}, U["e"]),  # no feature bit has a say
+        # stale: an older QEMU created or deleted a snapshot, the table moved
+        ({"current": U["e"], "record_offset": TABLE_OFFSET + 0x10000}, None),
+        ({"current": U["e"], "record_nb": NB_SNAPSHOTS - 1}, None),
+        # the first design's 16-byte extension (under autoclear bit 2) is not a record
+        ({"current": U["e"], "length": 16, "autoclear": 4}, None),
+        ({"current": U["e"], "length": 31}, None),
+        ({"current": U["e"], "length": 33}, None),
         ({"current": U["e"], "twice": True}, None),
         ({"current": str(uuidlib.UUID(int=0))}, None),
         ({"current": None}, None),

@@ -53,7 +53,7 @@ def detect_design(image: qcow2.Image) -> mx.Design:
     exts = image.extension(qcow2.EXT_CURRENT_SNAPSHOT)
     if any(len(e.data) == qcow2.CURRENT_RECORD.size for e in exts):
         return mx.Design.RECORD32
-    if image.autoclear & qcow2.AUTOCLEAR_CURRENT_SNAPSHOT or exts:
+    if image.autoclear & mx.AUTOCLEAR16_BIT or exts:
         return mx.Design.AUTOCLEAR16
     return mx.Design.NONE
 
@@ -72,7 +72,7 @@ def inject_identity(path: Path, design: mx.Design, state: mx.State = mx.BASE_STA
         qcow2.set_current_record(path, current)
     elif design is mx.Design.AUTOCLEAR16:
         qcow2.set_extensions(path, qcow2.EXT_CURRENT_SNAPSHOT, [(current or qcow2.NIL).bytes])
-        qcow2.set_autoclear(path, image.autoclear | qcow2.AUTOCLEAR_CURRENT_SNAPSHOT)
+        qcow2.set_autoclear(path, image.autoclear | mx.AUTOCLEAR16_BIT)
     return identity
 
 
@@ -160,7 +160,7 @@ def classify_current(
             return mx.Current.STALE
         named = view.uuid  # None for a nil record
     elif design is mx.Design.AUTOCLEAR16:
-        if not image.autoclear & qcow2.AUTOCLEAR_CURRENT_SNAPSHOT:
+        if not image.autoclear & mx.AUTOCLEAR16_BIT:
             return mx.Current.STALE if exts else mx.Current.ABSENT
         if len(exts) != 1 or len(exts[0].data) != qcow2.UUID_LEN:
             return mx.Current.MALFORMED

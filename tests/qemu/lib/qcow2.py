@@ -2,19 +2,25 @@
 
 Deliberately not QEMU's code (nor tests/qemu-iotests/qcow2.py): the tests
 compare what QEMU reports about an image with what is on disk, read here
-from the qcow2 specification (docs/interop/qcow2.txt) and SPEC.md §1.
+from the qcow2 specification (docs/interop/qcow2.rst, as the series extends it)
+and SPEC.md §1.
 
-The "current snapshot" has two layouts: today's series (``Image.current``: a 16-byte
-extension guarded by autoclear bit 2) and the redesign of issue 11 (``Image.current_record()``:
-a 32-byte extension that carries the snapshot table pointer it was written for, no feature
-bit), which the peer matrix (tests/peers) tests against older QEMU releases.
+The "current snapshot" is a 32-byte header extension (0x43534e50) without a feature bit:
+{snapshot UUID, snapshots_offset BE64, nb_snapshots BE32, 4 reserved bytes}. A reader trusts
+it only if it is the one extension of that type, exactly 32 bytes long, its copy of the
+table pointer equals the header's (an older writer that creates or deletes a snapshot moves
+the table, so its record goes stale), and its UUID, not nil, names a snapshot in the table
+(``Image.current_record()`` says which of these holds, ``Image.current`` is the UUID of a
+valid record). A nil UUID means "no current snapshot"; QEMU keeps the extension then.
 
 Also has a few in-place writers for same-size corruptions (duplicate UUIDs,
 parent cycles, wrong extension lengths) used by the bad-input tests, and two
 that rewrite a whole structure where it already is: the snapshot table
 (write_snapshot_table: any extra_data_size, as long as the new table fits in
 the clusters the old one occupies, so refcounts stay right) and the header
-extension area (write_extensions: within cluster 0, no backing file).
+extension area (write_extensions: within cluster 0, no backing file), with which
+set_current_record() / set_current_records() craft records (the record first, where
+QEMU writes it).
 """
 
 from __future__ import annotations
@@ -37,11 +43,11 @@ EXTRA_UUID = 24
 EXTRA_PARENT = 40
 UUID_LEN = 16
 
-# The series' "current snapshot" header extension (SPEC.md §1); today's series guards a
-# 16-byte form with autoclear bit 2, the redesign is the 32-byte record below (no bit).
+# The series' "current snapshot" header extension (SPEC.md §1): the 32-byte record below,
+# guarded by no feature bit.
 EXT_CURRENT_SNAPSHOT = 0x43534E50
-AUTOCLEAR_CURRENT_SNAPSHOT = 1 << 2
 AUTOCLEAR_BITMAPS = 1 << 0
+SECTOR = 512  # QEMU updates the record in place with one write inside one sector
 # {snapshot UUID, snapshots_offset BE64, nb_snapshots BE32, reserved 4 bytes zero}
 CURRENT_RECORD = struct.Struct(">16sQI4s")
 ENTRY_HEADER = struct.Struct(">QIHHIIQII")  # fixed 40 bytes of a snapshot table entry
@@ -99,7 +105,7 @@ class Snapshot:
 
 
 class RecordState(enum.Enum):
-    """What a reader following the redesigned record makes of the header extension."""
+    """What a reader of the current snapshot record makes of the header extension."""
 
     ABSENT = "absent"  # no extension: no current snapshot known
     MALFORMED = "malformed"  # not exactly 32 bytes, or more than one extension
@@ -169,20 +175,16 @@ class Image:
 
     @property
     def current(self) -> uuidlib.UUID | None:
-        """Today's series (before the issue 11 redesign): the autoclear
-        bit set, exactly one extension of 16 bytes, not nil, naming a snapshot in the table."""
+        """The current snapshot: the UUID of a valid record (current_record()), else None."""
+        return self.current_record().uuid
+
+    def record_extension(self) -> Extension | None:
+        """The one current snapshot extension, or None (absent, or more than one)."""
         exts = self.extension(EXT_CURRENT_SNAPSHOT)
-        if not self.autoclear & AUTOCLEAR_CURRENT_SNAPSHOT or len(exts) != 1:
-            return None
-        if len(exts[0].data) != UUID_LEN:
-            return None
-        u = uuidlib.UUID(bytes=exts[0].data)
-        if u == NIL or u not in {s.uuid for s in self.snapshots}:
-            return None
-        return u
+        return exts[0] if len(exts) == 1 else None
 
     def current_record(self) -> CurrentView:
-        """The redesigned record: valid only if it is the one 32-byte extension, its pointer
+        """The record: valid only if it is the one 32-byte extension, its pointer
         equals the header's snapshots_offset and nb_snapshots, and its UUID is not nil and
         names a snapshot in the table. The reserved bytes are reported, not judged."""
         exts = self.extension(EXT_CURRENT_SNAPSHOT)
@@ -262,6 +264,7 @@ def set_uuid_field(path: Path, snap: Snapshot, field_offset: int, value: uuidlib
 
 
 def set_autoclear(path: Path, bits: int) -> None:
+    """Overwrite the autoclear feature bits (v3)."""
     patch_bytes(path, 88, struct.pack(">Q", bits))
 
 
@@ -288,10 +291,11 @@ def write_snapshot_table(path: Path, snapshots: list[Snapshot]) -> None:
 
 
 def write_extensions(path: Path, extensions: list[tuple[int, bytes]]) -> None:
-    """Rewrite the header extension area (v3, no backing file) with these
-    (magic, data) extensions, in this order, followed by the end marker."""
+    """Rewrite the header extension area (no backing file; v2 images have it right after
+    the 72-byte header) with these (magic, data) extensions, in this order, followed by the
+    end marker."""
     img = read(path)
-    assert img.version >= 3 and img.backing_file_offset == 0, "v3 image without backing file"
+    assert img.backing_file_offset == 0, "an image without backing file"
     area = b""
     for magic, data in extensions:
         area += struct.pack(">II", magic, len(data)) + data + b"\0" * (-len(data) % 8)
@@ -310,13 +314,34 @@ def with_identity(snap: Snapshot, u: uuidlib.UUID, parent: uuidlib.UUID | None) 
     return snap.with_extra(bytes(extra))
 
 
-def set_current_record(path: Path, u: uuidlib.UUID | None) -> CurrentRecord:
-    """Write the redesigned 32-byte record naming ``u`` (None: nil) for the table the
-    header points at now; any other current-snapshot extension is replaced."""
+def set_current_record(
+    path: Path,
+    u: uuidlib.UUID | None,
+    *,
+    snapshots_offset: int | None = None,
+    nb_snapshots: int | None = None,
+    reserved: bytes = bytes(4),
+) -> CurrentRecord:
+    """Write a 32-byte record naming ``u`` (None: nil) as the first header extension, for
+    the table the header points at now unless told otherwise (a stale record); any other
+    current snapshot extension is replaced."""
     img = read(path)
-    rec = CurrentRecord(u or NIL, img.snapshots_offset, img.nb_snapshots)
-    set_extensions(path, EXT_CURRENT_SNAPSHOT, [rec.pack()])
+    rec = CurrentRecord(
+        u or NIL,
+        img.snapshots_offset if snapshots_offset is None else snapshots_offset,
+        img.nb_snapshots if nb_snapshots is None else nb_snapshots,
+        reserved,
+    )
+    set_current_records(path, [rec.pack()])
     return rec
+
+
+def set_current_records(path: Path, datas: list[bytes]) -> None:
+    """Replace every current snapshot extension by one per item of ``datas`` (any length;
+    none: remove it), put first as QEMU does; the other extensions are kept after them."""
+    img = read(path)
+    keep = [(e.magic, e.data) for e in img.extensions if e.magic != EXT_CURRENT_SNAPSHOT]
+    write_extensions(path, [(EXT_CURRENT_SNAPSHOT, d) for d in datas] + keep)
 
 
 def set_extensions(path: Path, magic: int, datas: list[bytes]) -> None:
