@@ -12,6 +12,7 @@ import uuid as uuidlib
 import pytest
 
 from tests.qemu.lib.errors import JobError, QMPCommandError
+from tests.qemu.lib.lineage import query
 from tests.qemu.lib.machine import DEFAULT_PROFILE, DISK_NODE
 
 pytestmark = pytest.mark.series
@@ -27,7 +28,7 @@ def _node_snapshots(vm) -> dict[str, dict]:
 
 
 def _vm_snapshots(vm) -> tuple[str | None, dict[str, dict]]:
-    ret = vm.qmp.cmd("query-vm-snapshots")
+    ret = query(vm)
     return ret.get("current"), {s["name"]: s for s in ret["snapshots"]}
 
 
@@ -86,12 +87,18 @@ def test_unknown_or_malformed_uuid_changes_nothing(vm, snapshots, monitor):
                 malformed: f"'{malformed}' is not a valid UUID"}
     for bad in (unknown, malformed):
         if monitor == "hmp":
-            # cmd_error already fails when there is no error: check it is the right one.
-            # A name that is neither a snapshot's UUID nor its tag is an error for delvm
-            # too (a mistyped UUID is not silently ignored).
-            for cmd in ("loadvm", "delvm"):
-                err = vm.hmp.cmd_error(f"{cmd} {bad}")
+            # A well-formed UUID no snapshot has is an error for loadvm and delvm; any
+            # other unknown string is an unknown tag, as for the QMP jobs: loadvm fails,
+            # delvm changes nothing (upstream behaviour; SPEC §3: HMP and QMP agree).
+            if bad == unknown:
+                for cmd in ("loadvm", "delvm"):
+                    err = vm.hmp.cmd_error(f"{cmd} {bad}")
+                    assert f"No snapshot with UUID '{bad}'" in err, err
+            else:
+                err = vm.hmp.cmd_error(f"loadvm {bad}")
                 assert bad in err and "does not exist" in err, err
+                out = vm.hmp.cmd(f"delvm {bad}")
+                assert "rror" not in out, out
         else:
             for cmd in ("snapshot-load", "snapshot-delete"):
                 args = {"uuid": bad, "devices": [DISK_NODE]}

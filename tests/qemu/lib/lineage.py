@@ -22,8 +22,17 @@ DISK1_DEVICE = "vdisk1"
 _ids = itertools.count(1)
 
 
-def query(vm: VM) -> dict:
-    return vm.qmp.cmd("query-vm-snapshots")
+def query(vm: VM, **args) -> dict:
+    """query-vm-snapshots, with each snapshot's ``devices`` as node names (in order) and
+    ``device-ids`` {node name: that device's snapshot id}: lineage v2 returns a
+    VMSnapshotDevice {node-name, id} per device, and that shape is checked here."""
+    data = vm.qmp.cmd("query-vm-snapshots", **args)
+    for s in data["snapshots"]:
+        devs = s["devices"]
+        assert all(isinstance(d, dict) and set(d) == {"node-name", "id"} for d in devs), devs
+        s["device-ids"] = {d["node-name"]: d["id"] for d in devs}
+        s["devices"] = [d["node-name"] for d in devs]
+    return data
 
 
 def by_name(data: dict) -> dict[str, dict]:
