@@ -1,6 +1,7 @@
-""".gitlab-ci.yml stays in step with build.py: stages, needs, and every script line a
-real build.py command (parsed by build.py's own argparse parser). Pure YAML: no
-gitlab-ci-local needed; the last test also asks gitlab-ci-local when it is installed."""
+""".gitlab-ci.yml and its child pipeline .gitlab-ci.d/pipeline.yml stay in step with
+build.py: stages, needs, and every script line a real build.py command (parsed by
+build.py's own argparse parser). Pure YAML: no gitlab-ci-local needed; the last tests
+also ask gitlab-ci-local when it is installed."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import yaml
 import build
 
 ROOT = Path(__file__).resolve().parents[2]
-CI_FILE = ROOT / ".gitlab-ci.yml"
+PARENT_FILE = ROOT / ".gitlab-ci.yml"
+CI_FILE = ROOT / ".gitlab-ci.d" / "pipeline.yml"   # the pipeline of one baseline
 # top-level keys that are not jobs
 GLOBAL_KEYWORDS = {"stages", "variables", "default", "include", "workflow", "image",
                    "services", "cache", "before_script", "after_script"}
@@ -149,6 +151,21 @@ def test_every_script_line_is_a_real_build_py_command(ci):
                 pytest.fail(f"{name}: build.py refuses `{line}` (exit {exc.code})")
 
 
+def test_the_parent_triggers_the_pipeline_once_per_gating_baseline():
+    from harness.config import select_baseline
+    doc = yaml.safe_load(PARENT_FILE.read_text())
+    jobs = {k: v for k, v in doc.items() if k not in GLOBAL_KEYWORDS}
+    assert set(jobs) == {"baseline"}
+    job = jobs["baseline"]
+    assert job["stage"] in doc["stages"]
+    assert (ROOT / job["trigger"]["include"]).resolve() == CI_FILE
+    assert job["trigger"]["strategy"] == "depend"   # the child's failure gates
+    (matrix,) = job["parallel"]["matrix"]
+    assert matrix["BASELINE"], "no gating baseline"
+    for name in matrix["BASELINE"]:
+        select_baseline(name)
+
+
 def test_baselines_are_profiles_and_port_does_not_gate(ci):
     from harness.config import select_baseline
     doc, jobs = ci
@@ -179,7 +196,8 @@ def test_timeouts_and_results(ci):
 def test_gitlab_ci_local_reads_the_same_jobs(ci):
     _, jobs = ci
     env = dict(os.environ, GCL_IGNORE_PREDEFINED_VARS="CI")
-    res = subprocess.run(["gitlab-ci-local", "--list-json"], cwd=ROOT, env=env,
+    res = subprocess.run(["gitlab-ci-local", "--file", str(CI_FILE.relative_to(ROOT)),
+                          "--list-json"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr + res.stdout
     import json
@@ -188,3 +206,16 @@ def test_gitlab_ci_local_reads_the_same_jobs(ci):
     for j in listed:
         theirs = sorted(n["job"] if isinstance(n, dict) else n for n in j.get("needs") or [])
         assert theirs == sorted(x["job"] for x in _needs(jobs[j["name"]])), j["name"]
+
+
+@pytest.mark.skipif(not shutil.which("gitlab-ci-local"),
+                    reason="gitlab-ci-local not installed (npm install -g gitlab-ci-local; "
+                           ".ci/run installs it)")
+def test_gitlab_ci_local_reads_the_parent():
+    env = dict(os.environ, GCL_IGNORE_PREDEFINED_VARS="CI")
+    res = subprocess.run(["gitlab-ci-local", "--list-json"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr + res.stdout
+    import json
+    listed = json.loads(res.stdout[res.stdout.index("["):])
+    assert [j["name"] for j in listed] == ["baseline: [10.2.2]"]
