@@ -173,6 +173,8 @@ APT_PACKAGES = (
 PIP_PACKAGES = (
     "meson>=1.5", "ninja", "pycotap>=1.1.0", "pytest", "pytest-timeout", "qemu.qmp",
     "pexpect", "nox", "ruff", "pytest-xdist",
+    # tests/unit/test_gitlab_ci.py reads .gitlab-ci.yml
+    "pyyaml",
 )
 
 BUILD_TARGETS = (
