@@ -58,6 +58,16 @@ KNOWN: tuple[KnownBug, ...] = (
         r"reported failure \(exit \d+\) after it took effect",
         "rel-2-3-failure-after-commit.sh",
     ),
+    KnownBug(
+        "REL-4",
+        "qemu-img snapshot -a/-d abort on a snapshot whose L1 table offset is the active L1 "
+        "table's but whose L1 size differs: assert(l1_size == s->l1_size) in "
+        "qcow2_update_snapshot_refcount() (a crafted image kills qemu-img/QEMU)",
+        "upstream",
+        ("fuzz",),
+        r"Assertion .l1_size == s->l1_size. failed",
+        "rel-4-l1-size-assert.sh",
+    ),
 )
 
 

@@ -60,6 +60,13 @@ class Result:
             return f"sanitizer report ({m.group(0).strip()}): {shlex.join(self.argv)}"
         return None
 
+    def crash_text(self, label: str) -> str | None:
+        """``label``: the crash and the last lines of stderr (the assertion, the report)."""
+        if not self.crash:
+            return None
+        tail = [ln.strip() for ln in self.stderr.splitlines() if ln.strip()][-3:]
+        return f"{label}: {self.crash} {' / '.join(tail)}".strip()
+
     def first_lines(self, n: int = 3) -> str:
         lines = [ln.strip() for ln in self.output.splitlines() if ln.strip()]
         return " / ".join(lines[:n])
