@@ -173,6 +173,7 @@ APT_PACKAGES = (
 PIP_PACKAGES = (
     "meson>=1.5", "ninja", "pycotap>=1.1.0", "pytest", "pytest-timeout", "qemu.qmp",
     "pexpect", "nox", "ruff", "pytest-xdist",
+    "hypothesis",  # the reliability suite's snapshot-table fuzzer (tests/reliability)
 )
 
 BUILD_TARGETS = (

@@ -94,6 +94,14 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "timeout(seconds): per-test limit (pytest-timeout)")
 
 
+def pytest_collection_modifyitems(config, items):
+    """The fuzzer runs for its budget: give it that much more than pytest-timeout's 900 s."""
+    mode = _mode(config)
+    for item in items:
+        if item.name.startswith("test_fuzz") and "reliability" in str(item.path):
+            item.add_marker(pytest.mark.timeout(int(mode.fuzz_seconds) + 900))
+
+
 def _mode(config) -> Mode:
     full = config.getoption("--full") or os.environ.get(MODE_ENV, "").lower() == "full"
     mode = FULL if full else SMOKE
@@ -136,6 +144,7 @@ def summary(pytestconfig, mode) -> Summary:
 def pytest_sessionfinish(session, exitstatus):
     s = getattr(session.config, "_reliability_summary", None)
     if s is not None:
+        s.sections["bugs"] = [asdict(b) for b in known_bugs.KNOWN]
         s.write()
 
 
@@ -151,7 +160,11 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session")
 def results_dir(pytestconfig) -> Path:
-    path = _results(pytestconfig) / "reliability"
+    """<results-dir> (build.py passes out/results/reliability), or its reliability/ when
+    run by hand with the default out/results."""
+    path = _results(pytestconfig)
+    if path.name != "reliability":
+        path = path / "reliability"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
