@@ -49,6 +49,7 @@ class Mode:
     seed: int
     crash_builds: tuple[str, ...]
     crash_cluster_sizes: tuple[int, ...]
+    crash_vm_paths: tuple[str, ...]  # scenario.VM_PATHS explored (patched build, 64k)
     fault_builds: tuple[str, ...]
     fault_errnos: tuple[int, ...]
     fault_events: bool  # also inject at qcow2 events (refblock_update, l1_update, ...)
@@ -57,9 +58,11 @@ class Mode:
     fuzz_seconds: float
 
 
-SMOKE = Mode("smoke", 13, ("patched",), (65536,), ("patched",), (5,), False, 4, 40, 60)
-FULL = Mode("full", 13, ("patched", "stock"), (65536, 4096), ("patched", "stock"), (5, 28),
-            True, 120, None, 900)
+SMOKE = Mode("smoke", 13, ("patched",), (65536,), ("hmp-delvm", "qmp-snapshot-delete"),
+             ("patched",), (5,), False, 4, 40, 60)
+FULL = Mode("full", 13, ("patched", "stock"), (65536, 4096),
+            ("hmp-savevm", "hmp-delvm", "qmp-snapshot-save", "qmp-snapshot-delete"),
+            ("patched", "stock"), (5, 28), True, 120, None, 900)
 
 
 def _addoption(group, *args, **kwargs):

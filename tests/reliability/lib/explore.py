@@ -50,7 +50,7 @@ class PathResult:
 def explore(run: Runner, wp: WritePath, base: Path, before: ImageView, patched: Tool,
             peers: list[Tool], work: Path, bound: cs.Bound, keep: Path | None = None,
             max_states: int | None = None, identity: bool = True,
-            runner: Tool | None = None) -> PathResult:
+            runner: Tool | None = None, system: str | None = None) -> PathResult:
     """Explore ``wp`` run by ``runner`` (default ``patched``) on a copy of ``base`` (whose
     view is ``before``); every state is observed with ``patched`` and ``peers``.
     ``identity``: the runner carries the series (invariants.verify)."""
@@ -63,7 +63,11 @@ def explore(run: Runner, wp: WritePath, base: Path, before: ImageView, patched: 
     image, log_path = work / "op.qcow2", work / "op.log"
     image.write_bytes(pre_bytes)
     log_path.write_bytes(b"")
-    op = run.run(wp.argv(runner, blklogwrites_opts(image, log_path)))
+    if wp.vm:  # qemu-system: HMP/QMP steps on the disk on blklogwrites
+        from .vmkill import run_vm_op
+        op = run_vm_op(system, image, log_path, wp.vm, work)
+    else:
+        op = run.run(wp.argv(runner, blklogwrites_opts(image, log_path)))
     res.op_exit = op.returncode
     if op.crash or op.returncode not in (0, ):
         res.failures.append(Failure("the operation itself", [

@@ -40,6 +40,8 @@ class WritePath:
     args: tuple[str, ...]  # qemu-img arguments before --image-opts OPTIONS
     change: Change
     prep: str | None = None  # "leak": a leaked cluster, so that check -r all repairs
+    # run in qemu-system instead of qemu-img: ("hmp", LINE) / ("job", COMMAND, ARGS) steps
+    vm: tuple = ()
 
     def argv(self, tool: Tool, opts: str) -> list[str]:
         return [tool.img, *self.args, "--image-opts", opts]
@@ -52,7 +54,17 @@ PATHS = (
     WritePath("snapshot-d-current", ("snapshot", "-d", "s3"), Change(OpKind.DELETE, "s3")),
     WritePath("check-r-all", ("check", "-r", "all"), Change(OpKind.CHECK), prep="leak"),
 )
-BY_NAME = {p.name: p for p in PATHS}
+# The same operations through qemu-system (HMP and QMP), a VM without a guest
+VM_PATHS = (
+    WritePath("hmp-savevm", (), Change(OpKind.CREATE, "vm1"), vm=(("hmp", "savevm vm1"),)),
+    WritePath("hmp-delvm", (), Change(OpKind.DELETE, "s2"), vm=(("hmp", "delvm s2"),)),
+    WritePath("qmp-snapshot-save", (), Change(OpKind.CREATE, "vm1"),
+              vm=(("job", "snapshot-save", {"tag": "vm1", "vmstate": "disk0",
+                                            "devices": ["disk0"]}),)),
+    WritePath("qmp-snapshot-delete", (), Change(OpKind.DELETE, "s3"),
+              vm=(("job", "snapshot-delete", {"tag": "s3", "devices": ["disk0"]}),)),
+)
+BY_NAME = {p.name: p for p in PATHS + VM_PATHS}
 
 
 class SetupError(RuntimeError):

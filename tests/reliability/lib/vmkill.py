@@ -40,10 +40,11 @@ def fill_file(path: Path, seed: int) -> Path:
 class VM:
     system: str
     image: Path
-    fill: Path
+    fill: Path | None  # None: no RAM fill (small VM state)
     work: Path
     proc: subprocess.Popen | None = None
     qmp: QEMUMonitorProtocol | None = None
+    disk: str | None = None  # a -blockdev for node disk0 instead of the plain qcow2 one
 
     @property
     def hmp_path(self) -> Path:
@@ -56,10 +57,12 @@ class VM:
                 # a second, readline monitor: savevm is typed there and not waited for
                 "-chardev", f"socket,id=hmp,path={self.hmp_path},server=on,wait=off",
                 "-mon", "chardev=hmp,mode=readline",
-                "-blockdev", f"driver=file,filename={self.image},node-name=file0",
-                "-blockdev", "driver=qcow2,file=file0,node-name=disk0",
+                *(("-blockdev", self.disk) if self.disk else
+                  ("-blockdev", f"driver=file,filename={self.image},node-name=file0",
+                   "-blockdev", "driver=qcow2,file=file0,node-name=disk0")),
                 "-device", "virtio-blk-pci,drive=disk0",
-                "-device", f"loader,file={self.fill},addr=0x100000,force-raw=on"]
+                *(("-device", f"loader,file={self.fill},addr=0x100000,force-raw=on")
+                  if self.fill else ())]
 
     def launch(self, timeout: float = 30) -> VM:
         sock = self.work / f"qmp-{os.getpid()}.sock"
@@ -153,3 +156,38 @@ def timed_save(vm: VM, kind: str, tag: str) -> float:
         if err:
             raise VMError(f"snapshot-save {tag}: {err}")
     return time.monotonic() - t0
+
+
+def blklogwrites_blockdev(image: Path, log: Path) -> str:
+    return ("driver=qcow2,node-name=disk0,file.driver=blklogwrites,file.file.driver=file,"
+            f"file.file.filename={image},file.log.driver=file,file.log.filename={log},"
+            "file.log-sector-size=512,file.log-super-update-interval=1")
+
+
+def run_vm_op(system: str, image: Path, log: Path, steps: tuple, work: Path):
+    """The steps (("hmp", LINE) or ("job", COMMAND, ARGS)) in a VM whose disk is ``image``
+    on blklogwrites, then quit. An observe.Result: exit 0, or 1 with the first error."""
+    from .observe import Result
+    t0 = time.monotonic()
+    vm = VM(system, image, None, work, disk=blklogwrites_blockdev(image, log))
+    argv = vm.argv(work / "qmp.sock")
+    try:
+        vm.launch()
+        for step in steps:
+            if step[0] == "hmp":
+                out = vm.hmp(step[1]).strip()
+                if out:
+                    raise VMError(f"HMP {step[1]}: {out}")
+            else:
+                resp = vm.cmd(step[1], **{"job-id": "op", **step[2]})
+                if "error" in resp:
+                    raise VMError(f"{step[1]}: {resp['error']}")
+                err = vm.wait_job("op")
+                if err:
+                    raise VMError(f"{step[1]}: {err}")
+    except VMError as exc:
+        vm.quit()
+        return Result(argv, 1, "", str(exc), time.monotonic() - t0)
+    vm.quit()
+    code = vm.proc.returncode if vm.proc else 0
+    return Result(argv, code if code is not None else 0, "", "", time.monotonic() - t0)
