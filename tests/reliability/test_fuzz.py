@@ -156,10 +156,12 @@ def test_fuzz_snapshot_table(mode, tools, require, results_dir, scratch, summary
     fuzzer = Fuzzer(tool, template, scratch)
     db = DirectoryBasedExampleDatabase(str(results_dir / "hypothesis"))
 
-    @given(spec=tables())
-    def body(spec):
-        crashes = fuzzer.execute(spec)
-        assert not crashes, "\n".join(crashes)
+    def make_body():  # a fresh test per round: settings decorate a function once
+        @given(spec=tables())
+        def body(spec):
+            crashes = fuzzer.execute(spec)
+            assert not crashes, "\n".join(crashes)
+        return body
 
     t0 = time.monotonic()
     budget = mode.fuzz_seconds
@@ -172,7 +174,7 @@ def test_fuzz_snapshot_table(mode, tools, require, results_dir, scratch, summary
                         database=None if mode.fuzz_examples is not None else db,
                         phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target,
                                 Phase.shrink],
-                        suppress_health_check=list(HealthCheck))(body)
+                        suppress_health_check=list(HealthCheck))(make_body())
         test = hypothesis.seed(mode.seed + rounds)(test)
         rounds += 1
         try:
