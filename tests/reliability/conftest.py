@@ -55,7 +55,7 @@ class Mode:
     fault_events: bool  # also inject at qcow2 events (refblock_update, l1_update, ...)
     kill_runs: int
     fuzz_examples: int | None  # None: until fuzz_seconds are used up
-    fuzz_seconds: float
+    fuzz_seconds: float  # the fuzzer's budget (also the smoke's cap: examples past it skip)
 
 
 SMOKE = Mode("smoke", 13, ("patched",), (65536,), ("hmp-delvm", "qmp-snapshot-delete"),

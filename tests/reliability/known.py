@@ -68,6 +68,26 @@ KNOWN: tuple[KnownBug, ...] = (
         r"Assertion .l1_size == s->l1_size. failed",
         "rel-4-l1-size-assert.sh",
     ),
+    KnownBug(
+        "REL-5",
+        "qemu-img check -r leaks/all leaks the snapshot table it read when it repaired "
+        "something: the second check pass (\"Double checking the fixed image\") reads the "
+        "table again into s->snapshots without freeing the first copy",
+        "upstream",
+        ("fuzz",),
+        r"LeakSanitizer.* in qcow2_check_read_snapshot_table",
+        "rel-5-check-repair-leak.sh",
+    ),
+    KnownBug(
+        "REL-6",
+        "once qcow2 marks an image corrupt it drops its driver (bs->drv = NULL), so closing "
+        "the node never runs qcow2_close(): the whole qcow2 state leaks (LeakSanitizer on "
+        "any command that hits a fatal corruption)",
+        "upstream",
+        ("fuzz",),
+        r"LeakSanitizer.*after qcow2 marked the image corrupt",
+        "rel-6-corrupt-leak.sh",
+    ),
 )
 
 

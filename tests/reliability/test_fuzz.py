@@ -30,12 +30,14 @@ from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.database import DirectoryBasedExampleDatabase  # noqa: E402
 
+from tests.qemu.lib import builds  # noqa: E402
+from tests.qemu.lib.errors import BuildMissing  # noqa: E402
 from tests.reliability import known  # noqa: E402
 from tests.reliability.lib import fuzzimage as fz  # noqa: E402
 from tests.reliability.lib.observe import Runner, Tool  # noqa: E402
 
 REGRESSIONS = Path(__file__).resolve().parent / "regressions"
-TIMEOUT = 20.0  # seconds per qemu-img run: a hang
+TIMEOUT = 20.0  # seconds per qemu-img run: a hang (three times that on the ASan build)
 
 # -- the strategies ----------------------------------------------------------------------------
 
@@ -93,16 +95,22 @@ def tables(draw):
 
 
 class Fuzzer:
-    def __init__(self, tool: Tool, template: fz.Template, work: Path):
+    def __init__(self, tool: Tool, template: fz.Template, work: Path, deadline: float,
+                 timeout: float = TIMEOUT):
         self.tool, self.template, self.work = tool, template, work
-        self.run = Runner(timeout=TIMEOUT, keep=10)
+        self.run = Runner(timeout=timeout, keep=10)
+        self.deadline = deadline  # time.monotonic() after which examples are not run
         self.examples = 0
+        self.skipped = 0  # generated after the deadline (hypothesis finishing its round)
         self.last_failure: dict | None = None
         self.known: dict[str, int] = {}  # known bug id -> examples that hit it
         self.seconds: dict[str, float] = {}  # op -> seconds spent in it
 
     def execute(self, spec: fz.TableSpec) -> list[str]:
         """Every op of fz.OPS on the image of ``spec``; the crashes (empty: none)."""
+        if time.monotonic() > self.deadline:
+            self.skipped += 1
+            return []
         self.examples += 1
         image = fz.write(spec, self.template, self.work / "fuzz.qcow2")
         crashes = []
@@ -146,14 +154,16 @@ def test_fuzz_snapshot_table(mode, tools, require, results_dir, scratch, summary
     tool = tools.patched
     which = "patched"
     try:
-        from tests.qemu.lib import builds
         asan = builds.resolve("patched-asan")
         tool, which = Tool("patched-asan", str(asan.img), str(asan.io)), "patched-asan"
-    except Exception:  # noqa: BLE001 - no ASan build: the plain one, crashes and hangs only
+    except BuildMissing:  # no ASan build: the plain one, crashes and hangs only
         pass
     run = Runner()
     template = fz.load_template(fz.make_template(run, tool, scratch / "template.qcow2"))
-    fuzzer = Fuzzer(tool, template, scratch)
+    t0 = time.monotonic()
+    budget = mode.fuzz_seconds
+    fuzzer = Fuzzer(tool, template, scratch, t0 + budget,
+                    TIMEOUT * (3 if which == "patched-asan" else 1))
     db = DirectoryBasedExampleDatabase(str(results_dir / "hypothesis"))
 
     def make_body():  # a fresh test per round: settings decorate a function once
@@ -163,8 +173,6 @@ def test_fuzz_snapshot_table(mode, tools, require, results_dir, scratch, summary
             assert not crashes, "\n".join(crashes)
         return body
 
-    t0 = time.monotonic()
-    budget = mode.fuzz_seconds
     rounds, error = 0, None
     while error is None:
         examples = mode.fuzz_examples or 200
@@ -188,7 +196,8 @@ def test_fuzz_snapshot_table(mode, tools, require, results_dir, scratch, summary
             "seconds": round(seconds, 1),
             "exec_per_second": round(fuzzer.run.count / seconds, 1) if seconds else 0,
             "examples_per_second": round(fuzzer.examples / seconds, 2) if seconds else 0,
-            "rounds": rounds, "seed": mode.seed, "ops": [o[0] for o in fz.OPS],
+            "rounds": rounds, "seed": mode.seed, "budget_seconds": budget,
+            "ops": [o[0] for o in fz.OPS],
             "sanitizers": which == "patched-asan", "known_bug_hits": fuzzer.known,
             "seconds_per_op": {k: round(v, 1) for k, v in fuzzer.seconds.items()},
             "failure": None}

@@ -274,6 +274,17 @@ def test_result_crash_detection():
     assert "timed out" in Result(["qemu-img"], None, seconds=20).crash
     r = Result(["qemu-img"], 1, stderr="x.c:3:5: runtime error: shift exponent 64\n")
     assert "sanitizer" in r.crash and "runtime error" in r.crash_text("info")
+    leak = Result(["qemu-img", "check"], 1, stderr="""\
+==1==ERROR: LeakSanitizer: detected memory leaks
+Direct leak of 120 byte(s) in 1 object(s) allocated from:
+    #0 0x7f29 in __interceptor_calloc ../../../../src/libsanitizer/asan/asan_malloc_linux.cpp:77
+    #1 0x7f29 in g_malloc0 (/lib/x86_64-linux-gnu/libglib-2.0.so.0+0x5a6b0)
+    #2 0x55d2 in qcow2_check_read_snapshot_table ../qemu/block/qcow2-snapshot.c:704
+SUMMARY: AddressSanitizer: 122 byte(s) leaked in 3 allocation(s).
+""")
+    text = leak.crash_text("check -r all")
+    assert " in qcow2_check_read_snapshot_table " in text
+    assert known.classify("fuzz", [text]) == {"REL-5"}
 
 
 # -- blkdebug, known bugs, report -----------------------------------------------------------------

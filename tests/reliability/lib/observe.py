@@ -22,6 +22,9 @@ from tests.qemu.lib import qcow2
 
 from .invariants import CheckOutcome, ImageView, Observed, Snap
 
+# the first frame of a sanitizer stack that is QEMU's own code (not libc, glib, libsanitizer)
+_FRAME = re.compile(r"#\d+ 0x[0-9a-f]+ in (?!g_|__interceptor|malloc|calloc)(\w+) [^\n]*?"
+                    r"(?:qemu|block|util|qapi)/")
 SANITIZER = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer|ThreadSanitizer)|"
                        r"runtime error: |SUMMARY: UndefinedBehaviorSanitizer")
 DEBIAN_IMG = "/usr/bin/qemu-img"
@@ -61,11 +64,16 @@ class Result:
         return None
 
     def crash_text(self, label: str) -> str | None:
-        """``label``: the crash and the last lines of stderr (the assertion, the report)."""
+        """``label``: the crash, the first QEMU function of a sanitizer report's stack, and
+        the last lines of stderr (the assertion, the report's summary)."""
         if not self.crash:
             return None
         tail = [ln.strip() for ln in self.stderr.splitlines() if ln.strip()][-3:]
-        return f"{label}: {self.crash} {' / '.join(tail)}".strip()
+        frame = _FRAME.search(self.stderr)
+        where = f" in {frame.group(1)}" if frame else ""
+        if "Marking image as corrupt" in self.stderr:
+            where += " (after qcow2 marked the image corrupt)"
+        return f"{label}: {self.crash}{where} {' / '.join(tail)}".strip()
 
     def first_lines(self, n: int = 3) -> str:
         lines = [ln.strip() for ln in self.output.splitlines() if ln.strip()]
