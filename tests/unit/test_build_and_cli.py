@@ -33,6 +33,7 @@ def test_configure_arguments(fake_tree):
     asan = qbuild.configure_args(PROFILES["patched-asan"], fake_tree, ccache=False)
     assert "--enable-asan" in asan and not any(a.startswith("--cc=") for a in asan)
     assert "--enable-ubsan" in asan and "--enable-ubsan" not in args
+    assert "--enable-werror" not in asan
     assert PROFILES["patched-asan"].build_dir(fake_tree).name == "build-asan"
 
 
