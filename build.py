@@ -21,12 +21,16 @@ from harness.peers import PEERS  # noqa: E402
 from harness.pipeline import Context, Stage, run_stages  # noqa: E402
 
 
-def _test_stage(suites: list[str], extra: tuple[str, ...], require_all: bool) -> list[Stage]:
+def _test_stage(suites: list[str], extra: tuple[str, ...], require_all: bool,
+                full: bool = False) -> list[Stage]:
+    env = {testrun.RELIABILITY_ENV: "full"} if full else {}
+
     def make(name):
         return Stage(f"test-{name}",
                      lambda ctx, log: testrun.run_suite(
                          ctx.layout, testrun.SUITES[name], log, extra,
-                         env={BASELINE_ENV: ctx.baseline.name}, require_all=require_all))
+                         env={BASELINE_ENV: ctx.baseline.name, **env},
+                         require_all=require_all))
     return [make(s) for s in suites]
 
 
@@ -123,6 +127,10 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--require-all", action="store_true",
                     help="a missing build, tool, firmware or device fails a QEMU test instead "
                          "of skipping it (CI=true does the same)")
+    sp.add_argument("--full", action="store_true",
+                    help="the reliability suite's full run (both builds, ENOSPC and qcow2 "
+                         "events, >= 100 kill runs, the fuzzer for 15 minutes) instead of "
+                         "its smoke")
     sp.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
     return p
 
@@ -174,7 +182,8 @@ def main(argv: list[str] | None = None, layout: Layout | None = None) -> int:
             before = [stages.STAGES[s] for s in ("peers", "libvirt") if s in suites]
             try:  # every suite runs; the first failure's exit code is the result
                 run_stages(before + _test_stage(suites, tuple(args.pytest_args),
-                                                args.require_all), ctx, keep_going=True)
+                                                args.require_all, args.full),
+                           ctx, keep_going=True)
             finally:
                 print(testrun.closing_line(ctx.layout, suites))
             return 0

@@ -1,4 +1,4 @@
-"""nox sessions: lint, unit, tests, iotests, peers, libvirt, bench.
+"""nox sessions: lint, unit, tests, iotests, peers, libvirt, reliability, bench.
 
 They run in the project venv that `python3 build.py setup` makes
 (`.venv/bin/nox -s unit`); nothing is installed per session.
@@ -51,6 +51,13 @@ def peers(session: nox.Session) -> None:
 def libvirt(session: nox.Session) -> None:
     """libvirt 9.0 and 11.3 manage a snapshot tree of the patched QEMU (builds the chroot)."""
     session.run(PY, "build.py", "test", "--suite", "libvirt", *session.posargs)
+
+
+@nox.session
+def reliability(session: nox.Session) -> None:
+    """Crash states, fault injection, kill -9 and the fuzzer (posargs: --full for the full
+    run)."""
+    session.run(PY, "build.py", "test", "--suite", "reliability", *session.posargs)
 
 
 @nox.session

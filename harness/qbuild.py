@@ -63,7 +63,8 @@ def configure_args(profile: BuildProfile, layout: Layout,
     if profile.werror:
         args.append("--enable-werror")
     if profile.asan:
-        args += ["--enable-asan", "--enable-debug"]
+        # UBSan beside ASan: the reliability fuzzer fails on either report
+        args += ["--enable-asan", "--enable-ubsan", "--enable-debug"]
     return args
 
 

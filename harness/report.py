@@ -20,7 +20,9 @@ from .series import grouped
 
 SUITES = (("qemu", "QEMU tests on real guests"), ("iotests", "Upstream iotests"),
           ("peers", "Peer matrix (older QEMU releases)"),
-          ("libvirt", "libvirt drives the patched QEMU"), ("unit", "Harness unit tests"))
+          ("libvirt", "libvirt drives the patched QEMU"),
+          ("reliability", "Reliability (crash states, faults, kill -9, fuzzer)"),
+          ("unit", "Harness unit tests"))
 
 
 def _load(path: Path):
@@ -208,6 +210,66 @@ def _libvirt_rows(data) -> list[str]:
     return out + ["", "Time per libvirt: " + "; ".join(times) + "."] if times else out
 
 
+def _known(ids) -> str:
+    return ", ".join(ids) if ids else "-"
+
+
+def _reliability_rows(data) -> list[str]:
+    """tests/reliability's summary: a table per part, then the bugs it knows of."""
+    mode = data.get("mode", {})
+    out = [f"Mode {mode.get('name', '?')} (seed {mode.get('seed', '?')}), "
+           f"{data.get('generated_at', '')}.", ""]
+    crash = data.get("crash") or {}
+    if crash:
+        first = next(iter(crash.values()))
+        out += [f"**Crash states** (blklogwrites; bound: {first.get('bound', '?')})", "",
+                "| build | clusters | path | writes / flushes | states | distinct images | "
+                "harmless inconsistencies | failed | known bugs |",
+                "|---|---|---|---:|---:|---:|---:|---:|---|"]
+        for c in crash.values():
+            log = c.get("log", {})
+            out.append(f"| {c.get('build')} | {c.get('cluster_size', 0) // 1024}k | "
+                       f"{c.get('path')} | {log.get('writes', '-')} / {log.get('flushes', '-')}"
+                       f" | {c.get('states')} | {c.get('distinct_images')} | "
+                       f"{c.get('harmless_inconsistent', 0)} | {c.get('failed_states')} | "
+                       f"{_known(c.get('known_bugs'))} |")
+        out.append("")
+    faults = data.get("faults") or {}
+    if faults:
+        out += ["**Fault injection** (blkdebug: every write and flush, errnos "
+                f"{', '.join(str(e) for e in mode.get('fault_errnos', []))}"
+                + (", qcow2 events" if mode.get("fault_events") else "") + ")", "",
+                "| build | path | writes / flushes | fault runs | op failed | "
+                "failed runs | known bugs |", "|---|---|---:|---:|---:|---:|---|"]
+        for f in faults.values():
+            out.append(f"| {f.get('build')} | {f.get('path')} | {f.get('writes')} / "
+                       f"{f.get('flushes')} | {f.get('runs')} | {f.get('op_failed')} | "
+                       f"{f.get('failed_runs')} | {_known(f.get('known_bugs'))} |")
+        out.append("")
+    for k in (data.get("kill") or {}).values():
+        out += ["**kill -9 during savevm / snapshot-save**", "",
+                "| runs | new snapshot complete | absent | failed runs | known bugs |",
+                "|---:|---:|---:|---:|---|",
+                f"| {k.get('runs')} | {k.get('snapshot_complete')} | "
+                f"{k.get('snapshot_absent')} | {k.get('failed_runs')} | "
+                f"{_known(k.get('known_bugs'))} |", ""]
+    for z in (data.get("fuzz") or {}).values():
+        hits = ", ".join(f"{b} x{n}" for b, n in (z.get("known_bug_hits") or {}).items())
+        failure = z.get("failure")
+        out += ["**Snapshot-table fuzzer** (hypothesis)", "",
+                "| build | sanitizers | examples | qemu-img runs | seconds | runs/s | "
+                "known bugs hit | new crash |", "|---|---|---:|---:|---:|---:|---|---|",
+                f"| {z.get('build')} | {'ASan+UBSan' if z.get('sanitizers') else 'none'} | "
+                f"{z.get('examples')} | {z.get('executions')} | {z.get('seconds')} | "
+                f"{z.get('exec_per_second')} | {hits or '-'} | "
+                f"{'**yes**: ' + failure.get('kept', '') if failure else 'no'} |", ""]
+    bugs = data.get("bugs") or []
+    if bugs:
+        out += ["Bugs found (tests/reliability/bugs/BUGS.md has the reproducers):"]
+        out += [f"- **{b['id']}** ({b['origin']}): {b['title']}" for b in bugs]
+    return out
+
+
 def _section_tests(layout: Layout) -> list[str]:
     out = ["## Tests", "", "| suite | build | passed | failed | flaky | xfailed | skipped |",
            "|---|---|---:|---:|---:|---:|---:|"]
@@ -242,6 +304,9 @@ def markdown(layout: Layout, baseline: Baseline | None = None) -> str:
     lines += _section_json_table(layout, "libvirt",
                                  "libvirt drives the patched QEMU: the image's tree is libvirt's",
                                  _libvirt_rows, "python3 build.py test --suite libvirt")
+    lines += _section_json_table(layout, "reliability",
+                                 "Reliability: crash states, faults, kill -9, fuzzer",
+                                 _reliability_rows, "python3 build.py test --suite reliability")
     lines += _section_json_table(layout, "bench", "Benchmarks (patched beside stock)",
                                  _bench_rows, ".venv/bin/nox -s bench")
     return "\n".join(lines).rstrip() + "\n"

@@ -40,7 +40,12 @@ SUITES = {
     # One worker per CPU: each libvirt's run is one long test with its own TCG guest
     "libvirt": Suite("libvirt", ("tests/libvirt",), extra=("-n", "auto"),
                      summary_json="libvirt.json"),
+    # crash states, fault injection, kill -9, the fuzzer (tests/reliability/conftest.py):
+    # the smoke; RELIABILITY_ENV=full (`build.py test --suite reliability --full`) the full run
+    "reliability": Suite("reliability", ("tests/reliability",),
+                         summary_json="reliability.json"),
 }
+RELIABILITY_ENV = "QEMU_HARNESS_RELIABILITY"
 
 
 def pytest_argv(layout: Layout, suite: Suite, extra: tuple[str, ...] = ()) -> list[str]:

@@ -32,6 +32,8 @@ def test_configure_arguments(fake_tree):
     assert "--cc=/usr/lib/ccache/gcc" in args
     asan = qbuild.configure_args(PROFILES["patched-asan"], fake_tree, ccache=False)
     assert "--enable-asan" in asan and not any(a.startswith("--cc=") for a in asan)
+    assert "--enable-ubsan" in asan and "--enable-ubsan" not in args
+    assert "--enable-werror" not in asan
     assert PROFILES["patched-asan"].build_dir(fake_tree).name == "build-asan"
 
 

@@ -1,0 +1,311 @@
+"""The reliability suite (issue 13): crash states, fault injection, kill -9, a fuzzer.
+
+Run:  python3 build.py test --suite reliability            (smoke: < 5 min, CI)
+      python3 build.py test --suite reliability --full     (the full run, with budgets)
+      .venv/bin/pytest tests/reliability [--full] [--seed N] [--fuzz-seconds S]
+                       [--kill-runs N] [--keep-scratch]
+
+The full mode is also selected by QEMU_HARNESS_RELIABILITY=full. Results:
+<results-dir>/reliability.json (the report's table), per-test directories under
+<results-dir>/reliability/tests/ with the images of failed states.
+
+Fixtures: mode (session: Mode, the budgets), tools (session: Tools: patched, stock, Debian's
+7.2), base (session: the pre-operation image and its view), summary (session: Summary),
+test_dir, run (a Runner per test), known (a callable that turns a test's failures into a
+strict xfail when they are all known bugs).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.qemu.lib.require import Requirements, required_by  # noqa: E402
+from tests.reliability import known as known_bugs  # noqa: E402
+from tests.reliability.lib import scenario  # noqa: E402
+from tests.reliability.lib.observe import DEBIAN_IMG, Runner, Tool, observe  # noqa: E402
+from tests.reliability.lib.summary import Summary  # noqa: E402
+
+MODE_ENV = "QEMU_HARNESS_RELIABILITY"
+LOGS_KEY = pytest.StashKey[Path]()
+REPORTS_KEY = pytest.StashKey[dict]()
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How much each part does: the smoke (CI) or the full run."""
+
+    name: str
+    seed: int
+    crash_builds: tuple[str, ...]
+    crash_cluster_sizes: tuple[int, ...]
+    crash_vm_paths: tuple[str, ...]  # scenario.VM_PATHS explored (patched build, 64k)
+    fault_builds: tuple[str, ...]
+    fault_errnos: tuple[int, ...]
+    fault_events: bool  # also inject at qcow2 events (refblock_update, l1_update, ...)
+    kill_runs: int
+    fuzz_examples: int | None  # None: until fuzz_seconds are used up
+    fuzz_seconds: float  # the fuzzer's budget (also the smoke's cap: examples past it skip)
+
+
+SMOKE = Mode("smoke", 13, ("patched",), (65536,), ("hmp-delvm", "qmp-snapshot-delete"),
+             ("patched",), (5,), False, 4, 40, 60)
+FULL = Mode("full", 13, ("patched", "stock"), (65536, 4096),
+            ("hmp-savevm", "hmp-delvm", "qmp-snapshot-save", "qmp-snapshot-delete"),
+            ("patched", "stock"), (5, 28), True, 120, None, 900)
+
+
+def _addoption(group, *args, **kwargs):
+    try:
+        group.addoption(*args, **kwargs)
+    except ValueError:  # another suite's conftest in the same session has it
+        pass
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("reliability")
+    _addoption(group, "--results-dir", default="out/results",
+               help="where per-test logs go (default out/results)")
+    _addoption(group, "--keep-scratch", action="store_true",
+               help="keep the images of passed tests")
+    _addoption(group, "--require-all", action="store_true",
+               help="a missing build or tool fails instead of skipping")
+    _addoption(group, "--matrix-json", default=None,
+               help="where the summary goes (default <results-dir>/reliability.json)")
+    group.addoption("--full", action="store_true",
+                    help=f"the full run (also {MODE_ENV}=full): both builds, more errnos and "
+                         "events, >= 100 kill runs, the fuzzer for --fuzz-seconds")
+    group.addoption("--seed", type=int, default=None, help="seed of the kill points and "
+                    "the fuzzer (default 13: runs are reproducible)")
+    group.addoption("--fuzz-seconds", type=float, default=None,
+                    help="the fuzzer's time budget (smoke 60, full 900)")
+    group.addoption("--kill-runs", type=int, default=None,
+                    help="kill -9 runs (smoke 4, full 120)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "timeout(seconds): per-test limit (pytest-timeout)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The fuzzer runs for its budget: give it that much more than pytest-timeout's 900 s."""
+    mode = _mode(config)
+    for item in items:
+        if item.name.startswith("test_fuzz") and "reliability" in str(item.path):
+            item.add_marker(pytest.mark.timeout(int(mode.fuzz_seconds) + 900))
+
+
+def _mode(config) -> Mode:
+    full = config.getoption("--full") or os.environ.get(MODE_ENV, "").lower() == "full"
+    mode = FULL if full else SMOKE
+    over = {}
+    if config.getoption("--seed") is not None:
+        over["seed"] = config.getoption("--seed")
+    if config.getoption("--fuzz-seconds") is not None:
+        over["fuzz_seconds"] = config.getoption("--fuzz-seconds")
+        over["fuzz_examples"] = None
+    if config.getoption("--kill-runs") is not None:
+        over["kill_runs"] = config.getoption("--kill-runs")
+    return Mode(**{**asdict(mode), **over})
+
+
+def _results(config) -> Path:
+    path = Path(config.getoption("--results-dir"))
+    if not path.is_absolute():
+        path = Path(config.invocation_params.dir) / path
+    return path
+
+
+def _summary_path(config) -> Path:
+    out = config.getoption("--matrix-json")
+    path = Path(out) if out else _results(config) / "reliability.json"
+    return path if path.is_absolute() else Path(config.invocation_params.dir) / path
+
+
+@pytest.fixture(scope="session")
+def mode(pytestconfig) -> Mode:
+    return _mode(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def summary(pytestconfig, mode) -> Summary:
+    s = Summary(_summary_path(pytestconfig), asdict(mode))
+    pytestconfig._reliability_summary = s
+    return s
+
+
+def pytest_sessionfinish(session, exitstatus):
+    s = getattr(session.config, "_reliability_summary", None)
+    if s is not None:
+        s.sections["bugs"] = [asdict(b) for b in known_bugs.KNOWN]
+        s.write()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    item.stash.setdefault(REPORTS_KEY, {})[rep.when] = rep
+    logs = item.stash.get(LOGS_KEY, None)
+    if logs is not None and rep.failed:
+        rep.sections.append(("reliability logs", f"test directory: {logs}"))
+
+
+@pytest.fixture(scope="session")
+def results_dir(pytestconfig) -> Path:
+    """<results-dir> (build.py passes out/results/reliability), or its reliability/ when
+    run by hand with the default out/results."""
+    path = _results(pytestconfig)
+    if path.name != "reliability":
+        path = path / "reliability"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def scratch_root(tmp_path_factory) -> Path:
+    """Crash-state images are written and read thousands of times: tmpfs when there is one."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        import tempfile
+        path = Path(tempfile.mkdtemp(prefix="qemu-reliability-", dir=shm))
+        yield path
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        yield tmp_path_factory.mktemp("scratch")
+
+
+def _safe(nodeid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", nodeid.split("::", 1)[-1]).strip("_")[:120]
+
+
+@pytest.fixture
+def test_dir(request, results_dir) -> Path:
+    mod = Path(request.node.nodeid.split("::")[0]).stem
+    path = results_dir / "tests" / mod / _safe(request.node.nodeid)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    request.node.stash[LOGS_KEY] = path
+    yield path
+    reports = request.node.stash.get(REPORTS_KEY, {})
+    passed = "call" in reports and all(r.passed for r in reports.values())
+    if passed and not request.config.getoption("--keep-scratch"):
+        for f in path.rglob("*.qcow2"):
+            f.unlink()
+
+
+@pytest.fixture
+def scratch(scratch_root, request) -> Path:
+    path = scratch_root / _safe(request.node.nodeid)
+    path.mkdir(parents=True, exist_ok=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def run(test_dir) -> Runner:
+    r = Runner()
+    yield r
+    (test_dir / "last-commands.log").write_text(r.transcript(last=40))
+
+
+# -- the binaries ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tools:
+    patched: Tool
+    system: Path  # the patched qemu-system-x86_64
+    stock: Tool | None
+    debian: Tool  # Debian's qemu-img 7.2: every state must open there too
+
+    def build(self, name: str) -> Tool:
+        tool = {"patched": self.patched, "stock": self.stock}[name]
+        if tool is None:
+            pytest.skip(f"no {name} build")
+        return tool
+
+
+@pytest.fixture(scope="session")
+def require(pytestconfig) -> Requirements:
+    return Requirements(required_by(pytestconfig.getoption("--require-all")))
+
+
+@pytest.fixture(scope="session")
+def tools(require, mode) -> Tools:
+    patched = require.build("patched")
+    stock = None
+    if "stock" in mode.crash_builds + mode.fault_builds:
+        s = require.build("stock")
+        stock = Tool("stock", str(s.img), str(s.io))
+    require.executable(Path(DEBIAN_IMG), package="qemu-utils",
+                       why=" (every crash state must open in an older deployed qemu-img)")
+    return Tools(Tool("patched", str(patched.img), str(patched.io)), patched.system, stock,
+                 Tool("qemu-img 7.2", DEBIAN_IMG))
+
+
+@dataclass(frozen=True)
+class Base:
+    path: Path
+    view: object  # invariants.ImageView
+    cluster_size: int
+
+
+_BASES: dict[int, Base] = {}
+
+
+@pytest.fixture(scope="session")
+def bases(tools, results_dir):
+    """bases(cluster_size) -> Base: the pre-operation image (scenario.py), made once."""
+
+    def get(cluster_size: int = 65536) -> Base:
+        if cluster_size not in _BASES:
+            directory = results_dir / "base"
+            directory.mkdir(parents=True, exist_ok=True)
+            run = Runner()
+            path = directory / f"base-{cluster_size}.qcow2"
+            try:
+                scenario.make_base(run, tools.patched, path, cluster_size)
+            except scenario.SetupError as exc:
+                pytest.fail(f"the patched build cannot make the pre-operation image: {exc}")
+            obs = observe(run, path, tools.patched, [tools.debian], directory)
+            if obs.view is None or obs.view.record != "valid" or \
+                    any(s.uuid is None for s in obs.view.snapshots):
+                pytest.fail(f"the pre-operation image {path} lacks UUIDs or a valid record: "
+                            f"{obs.view}")
+            _BASES[cluster_size] = Base(path, obs.view, cluster_size)
+        return _BASES[cluster_size]
+
+    return get
+
+
+# -- known bugs ----------------------------------------------------------------------------------
+
+
+def settle(part: str, problems: list[str], what: str) -> None:
+    """End a test: pass when there are no problems; a strict xfail naming the bugs when every
+    problem is a known bug of ``part``; fail otherwise. A known bug of ``part`` that did not
+    show fails too (it is fixed: remove it from known.py)."""
+    expected = known_bugs.expected(part)
+    if not problems:
+        if expected:
+            pytest.fail(f"{what}: known bug(s) {', '.join(b.id for b in expected)} no longer "
+                        "show: remove them from tests/reliability/known.py", pytrace=False)
+        return
+    ids = known_bugs.classify(part, problems)
+    if ids:
+        pytest.xfail(f"known bug(s) {', '.join(sorted(ids))} (tests/reliability/bugs/BUGS.md)")
+    pytest.fail(f"{what}:\n" + "\n".join(f"  - {p}" for p in problems[:40])
+                + (f"\n  ... {len(problems) - 40} more" if len(problems) > 40 else ""),
+                pytrace=False)

@@ -1,0 +1,49 @@
+"""Part 2: fault injection with blkdebug (lib/faults.py, lib/blkdebug.py).
+
+Every write and every flush of each qemu-img write path fails once (EIO; the full run also
+ENOSPC and the first occurrences of qcow2's metadata events). Afterwards: the operation
+failed cleanly (no crash) or succeeded, it never reports a failure after it committed nor
+success without committing, nothing committed is lost, and check finds nothing that puts
+data at risk (lib/invariants.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.reliability import known
+from tests.reliability.conftest import _mode, settle
+from tests.reliability.lib.faults import count_requests, inject, plan
+from tests.reliability.lib.observe import observe
+from tests.reliability.lib.scenario import PATHS, prepare
+
+
+def pytest_generate_tests(metafunc):
+    if "wp" not in metafunc.fixturenames:
+        return
+    mode = _mode(metafunc.config)
+    cases = [pytest.param(b, p, id=f"{b}-{p.name}") for b in mode.fault_builds for p in PATHS]
+    metafunc.parametrize("build,wp", cases)
+
+
+def test_faults(build, wp, mode, tools, bases, run, test_dir, scratch, summary):
+    base = bases()
+    runner = tools.build(build)
+    pre = prepare(base.path, wp.prep, scratch / "pre.qcow2")
+    before = base.view if not wp.prep else \
+        observe(run, pre, tools.patched, [tools.debian], scratch).view
+    writes, flushes = count_requests(run, wp, pre, runner, scratch)
+    faults = plan(writes, flushes, mode.fault_errnos, mode.fault_events)
+    result = inject(run, wp, pre, before, faults, runner, tools.patched, [tools.debian],
+                    scratch, writes=writes, flushes=flushes, identity=build == "patched",
+                    keep=test_dir / "failed-runs")
+    data = result.to_json()
+    data["build"] = build
+    problems = [f"{r.fault.label()} (exit {r.exit}): {p}" for r in result.failures
+                for p in r.problems]
+    part = f"faults:{wp.name}"
+    ids = known.classify(part, problems) if problems else None
+    data["known_bugs"] = sorted(ids) if ids else []
+    summary.add("faults", f"{build}/{wp.name}", data)
+    settle(part, problems, f"{len(result.failures)} of {len(result.runs)} injected faults in "
+                           f"{wp.name} ({build}) break an invariant")

@@ -1,0 +1,69 @@
+"""Replay every input the fuzzer kept (regressions/*.json + its image): each fz.OPS command
+on its own copy, with the patched build's ASan build when there is one, else the patched
+build (an input kept for a sanitizer report then needs the ASan build: skipped, or failed
+under --require-all). A crash, hang or
+sanitizer report fails, unless the input names an open known bug (known.py): then a strict
+xfail, and the test fails once the bug no longer shows (remove it from known.py and set
+"bug" to null in the JSON: the input stays as a regression test)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.qemu.lib import builds
+from tests.qemu.lib.errors import BuildMissing
+from tests.reliability import known
+from tests.reliability.lib import fuzzimage as fz
+from tests.reliability.lib.observe import Runner
+
+REGRESSIONS = Path(__file__).resolve().parent / "regressions"
+CASES = sorted(REGRESSIONS.glob("*.json"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
+def test_regression(case, tools, require, scratch, summary):
+    meta = json.loads(case.read_text())
+    img = tools.patched.img
+    try:
+        img = str(builds.resolve("patched-asan").img)
+    except BuildMissing as exc:
+        if any("sanitizer" in c for c in meta.get("crashes", [])):
+            require.missing(f"{case.name} needs the ASan build: {exc}")
+    image = scratch / "regression.qcow2"
+    image.write_bytes(gzip.decompress((REGRESSIONS / meta["image"]).read_bytes()))
+    run = Runner(timeout=20)
+    crashes = []
+    for label, args, writes in fz.OPS:
+        target = image
+        if writes:
+            target = scratch / "op.qcow2"
+            shutil.copyfile(image, target)
+        spec_first = "1"
+        entries = meta.get("spec", {}).get("entries") or []
+        if entries:
+            try:
+                name = bytes.fromhex(entries[0]["name"]["hex"]).decode()
+                if name and name.isprintable() and not name.startswith("-"):
+                    spec_first = name
+            except (UnicodeDecodeError, KeyError, ValueError):
+                pass
+        res = run.run([img, *(a.replace("{first}", spec_first) for a in args), str(target)])
+        if res.crash:
+            crashes.append(res.crash_text(label))
+    summary.add("regressions", case.stem, {"bug": meta.get("bug"), "crashes": len(crashes)})
+    bug = meta.get("bug")
+    open_bug = bug in {b.id for b in known.KNOWN}
+    if not crashes:
+        if open_bug:
+            pytest.fail(f"{bug} no longer crashes on {case.name}: remove it from known.py "
+                        "and set \"bug\" to null there", pytrace=False)
+        return
+    ids = known.classify("fuzz", crashes)
+    if open_bug and ids and bug in ids:  # (on the ASan build an input may hit others too)
+        pytest.xfail(f"known bug(s) {', '.join(sorted(ids))} (tests/reliability/bugs/BUGS.md)")
+    pytest.fail("\n".join(crashes), pytrace=False)
