@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from tests.libvirt.lib import summary  # noqa: E402
 from tests.libvirt.lib.daemon import Place  # noqa: E402
 from tests.qemu.lib import builds  # noqa: E402
 from tests.qemu.lib.require import Requirements, required_by  # noqa: E402
+from tests.qemu.lib.testdirs import fresh_test_dir, safe_name  # noqa: E402
 
 LOGS_KEY = pytest.StashKey[Path]()
 REPORTS_KEY = pytest.StashKey[dict]()
@@ -185,8 +185,7 @@ def guest(results_dir, require):
             require.missing(f"no test guest: {exc} (`python3 build.py images`)")
 
 
-def _safe(nodeid: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", nodeid.split("::", 1)[-1]).strip("_")[:120]
+_safe = safe_name
 
 
 def passed(request) -> bool:
@@ -196,12 +195,7 @@ def passed(request) -> bool:
 
 @pytest.fixture
 def test_dir(request, results_dir) -> Path:
-    mod = Path(request.node.nodeid.split("::")[0]).stem
-    path = results_dir / "tests" / mod / _safe(request.node.nodeid)
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    request.node.stash[LOGS_KEY] = path
+    path = fresh_test_dir(request, results_dir, LOGS_KEY)
     return path
 
 

@@ -16,7 +16,6 @@ log), test_dir. Marker `series`: xfail strict on writers without the series.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from tests.peers.lib import cells  # noqa: E402
 from tests.peers.lib import image as im  # noqa: E402
 from tests.peers.lib.tools import CommandError, Commands, Tools  # noqa: E402
 from tests.qemu.lib.require import Requirements, required_by  # noqa: E402
+from tests.qemu.lib.testdirs import fresh_test_dir, safe_name  # noqa: E402
 
 WRITERS = ("patched", "stock", "debian")
 LOGS_KEY = pytest.StashKey[Path]()
@@ -180,18 +180,12 @@ def results_dir(pytestconfig) -> Path:
     return path
 
 
-def _safe(nodeid: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", nodeid.split("::", 1)[-1]).strip("_")[:120]
+_safe = safe_name
 
 
 @pytest.fixture
 def test_dir(request, results_dir) -> Path:
-    mod = Path(request.node.nodeid.split("::")[0]).stem
-    path = results_dir / "tests" / mod / _safe(request.node.nodeid)
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    request.node.stash[LOGS_KEY] = path
+    path = fresh_test_dir(request, results_dir, LOGS_KEY)
     yield path
     # passed, or failed as expected (xfail): the images show nothing new; logs stay
     if passed(request) and not request.config.getoption("--keep-scratch"):

@@ -18,7 +18,6 @@ strict xfail when they are all known bugs).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tests.qemu.lib.require import Requirements, required_by  # noqa: E402
+from tests.qemu.lib.testdirs import fresh_test_dir, safe_name  # noqa: E402
 from tests.reliability import known as known_bugs  # noqa: E402
 from tests.reliability.lib import scenario  # noqa: E402
 from tests.reliability.lib.observe import DEBIAN_IMG, Runner, Tool, observe  # noqa: E402
@@ -185,18 +185,12 @@ def scratch_root(tmp_path_factory) -> Path:
         yield tmp_path_factory.mktemp("scratch")
 
 
-def _safe(nodeid: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", nodeid.split("::", 1)[-1]).strip("_")[:120]
+_safe = safe_name
 
 
 @pytest.fixture
 def test_dir(request, results_dir) -> Path:
-    mod = Path(request.node.nodeid.split("::")[0]).stem
-    path = results_dir / "tests" / mod / _safe(request.node.nodeid)
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    request.node.stash[LOGS_KEY] = path
+    path = fresh_test_dir(request, results_dir, LOGS_KEY)
     yield path
     reports = request.node.stash.get(REPORTS_KEY, {})
     passed = "call" in reports and all(r.passed for r in reports.values())
