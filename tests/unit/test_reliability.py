@@ -305,8 +305,21 @@ def test_known_bugs_classify_only_when_every_problem_is_known():
     assert known.classify("crash:snapshot-a", [p]) == {"REL-1"}
     assert known.classify("crash:snapshot-c", [p]) is None
     assert known.classify("crash:snapshot-a", [p, "snapshot s2 is gone"]) is None
-    ids = [b.id for b in known.KNOWN]
-    assert len(ids) == len(set(ids))
+    assert len({b.id for b in known.KNOWN}) == len(known.KNOWN)
+
+
+def test_every_known_bug_has_a_reproducer_and_a_write_up():
+    from pathlib import Path
+    bugs = Path(known.__file__).parent / "bugs"
+    text = (bugs / "BUGS.md").read_text()
+    for b in known.KNOWN:
+        assert (bugs / b.reproducer).is_file(), b.reproducer
+        assert f"## {b.id}:" in text, b.id
+    regressions = Path(known.__file__).parent / "regressions"
+    for meta in regressions.glob("*.json"):
+        data = json.loads(meta.read_text())
+        assert (regressions / data["image"]).is_file()
+        assert data["bug"] is None or data["bug"] in {b.id for b in known.KNOWN}
 
 
 def test_report_renders_each_part(tmp_path):
