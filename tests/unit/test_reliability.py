@@ -327,7 +327,8 @@ def test_report_renders_each_part(tmp_path):
             "crash": {"patched/64k/snapshot-c": {
                 "build": "patched", "cluster_size": 65536, "path": "snapshot-c",
                 "log": {"writes": 12, "flushes": 8}, "states": 48, "distinct_images": 16,
-                "harmless_inconsistent": 13, "failed_states": 0, "known_bugs": [],
+                "harmless_inconsistent": 13, "check_exit2_harmless": 3, "failed_states": 0,
+                "known_bugs": [],
                 "bound": "b"}},
             "faults": {"patched/snapshot-a": {"build": "patched", "path": "snapshot-a",
                                               "writes": 6, "flushes": 7, "runs": 15,
@@ -340,7 +341,7 @@ def test_report_renders_each_part(tmp_path):
                            "known_bug_hits": {"REL-4": 1}, "failure": None}},
             "bugs": [{"id": "REL-1", "origin": "upstream", "title": "t"}]}
     text = "\n".join(report._reliability_rows(json.loads(json.dumps(data))))
-    assert "| patched | 64k | snapshot-c | 12 / 8 | 48 | 16 | 13 | 0 | - |" in text
+    assert "| patched | 64k | snapshot-c | 12 / 8 | 48 | 16 | 13 (3) | 0 | - |" in text
     assert "| patched | snapshot-a | 6 / 7 | 15 | 5 | 2 | REL-1 |" in text
     assert "| 4 | 2 | 2 | 0 | - |" in text and "REL-4 x1" in text
     assert "**REL-1** (upstream): t" in text
