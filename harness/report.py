@@ -224,14 +224,15 @@ def _reliability_rows(data) -> list[str]:
         first = next(iter(crash.values()))
         out += [f"**Crash states** (blklogwrites; bound: {first.get('bound', '?')})", "",
                 "| build | clusters | path | writes / flushes | states | distinct images | "
-                "harmless inconsistencies | failed | known bugs |",
+                "leaks or harmless flags (check exit 2) | failed | known bugs |",
                 "|---|---|---|---:|---:|---:|---:|---:|---|"]
         for c in crash.values():
             log = c.get("log", {})
             out.append(f"| {c.get('build')} | {c.get('cluster_size', 0) // 1024}k | "
                        f"{c.get('path')} | {log.get('writes', '-')} / {log.get('flushes', '-')}"
                        f" | {c.get('states')} | {c.get('distinct_images')} | "
-                       f"{c.get('harmless_inconsistent', 0)} | {c.get('failed_states')} | "
+                       f"{c.get('harmless_inconsistent', 0)} ({c.get('check_exit2_harmless', '-')})"
+                       f" | {c.get('failed_states')} | "
                        f"{_known(c.get('known_bugs'))} |")
         out.append("")
     faults = data.get("faults") or {}

@@ -305,8 +305,21 @@ def test_known_bugs_classify_only_when_every_problem_is_known():
     assert known.classify("crash:snapshot-a", [p]) == {"REL-1"}
     assert known.classify("crash:snapshot-c", [p]) is None
     assert known.classify("crash:snapshot-a", [p, "snapshot s2 is gone"]) is None
-    ids = [b.id for b in known.KNOWN]
-    assert len(ids) == len(set(ids))
+    assert len({b.id for b in known.KNOWN}) == len(known.KNOWN)
+
+
+def test_every_known_bug_has_a_reproducer_and_a_write_up():
+    from pathlib import Path
+    bugs = Path(known.__file__).parent / "bugs"
+    text = (bugs / "BUGS.md").read_text()
+    for b in known.KNOWN:
+        assert (bugs / b.reproducer).is_file(), b.reproducer
+        assert f"## {b.id}:" in text, b.id
+    regressions = Path(known.__file__).parent / "regressions"
+    for meta in regressions.glob("*.json"):
+        data = json.loads(meta.read_text())
+        assert (regressions / data["image"]).is_file()
+        assert data["bug"] is None or data["bug"] in {b.id for b in known.KNOWN}
 
 
 def test_report_renders_each_part(tmp_path):
@@ -314,7 +327,8 @@ def test_report_renders_each_part(tmp_path):
             "crash": {"patched/64k/snapshot-c": {
                 "build": "patched", "cluster_size": 65536, "path": "snapshot-c",
                 "log": {"writes": 12, "flushes": 8}, "states": 48, "distinct_images": 16,
-                "harmless_inconsistent": 13, "failed_states": 0, "known_bugs": [],
+                "harmless_inconsistent": 13, "check_exit2_harmless": 3, "failed_states": 0,
+                "known_bugs": [],
                 "bound": "b"}},
             "faults": {"patched/snapshot-a": {"build": "patched", "path": "snapshot-a",
                                               "writes": 6, "flushes": 7, "runs": 15,
@@ -327,7 +341,7 @@ def test_report_renders_each_part(tmp_path):
                            "known_bug_hits": {"REL-4": 1}, "failure": None}},
             "bugs": [{"id": "REL-1", "origin": "upstream", "title": "t"}]}
     text = "\n".join(report._reliability_rows(json.loads(json.dumps(data))))
-    assert "| patched | 64k | snapshot-c | 12 / 8 | 48 | 16 | 13 | 0 | - |" in text
+    assert "| patched | 64k | snapshot-c | 12 / 8 | 48 | 16 | 13 (3) | 0 | - |" in text
     assert "| patched | snapshot-a | 6 / 7 | 15 | 5 | 2 | REL-1 |" in text
     assert "| 4 | 2 | 2 | 0 | - |" in text and "REL-4 x1" in text
     assert "**REL-1** (upstream): t" in text

@@ -34,6 +34,7 @@ class PathResult:
     by_kind: dict = field(default_factory=dict)
     distinct: int = 0  # distinct images checked
     inconsistent: int = 0  # passed, but check found leaks or harmless flag mismatches
+    check_exit2: int = 0  # of those, check exited 2 (only OFLAG_COPIED on unshared clusters)
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -42,6 +43,7 @@ class PathResult:
         return {"path": self.path, "op_exit": self.op_exit, "log": self.log,
                 "epochs": self.epochs, "states": self.states, "by_kind": self.by_kind,
                 "distinct_images": self.distinct, "harmless_inconsistent": self.inconsistent,
+                "check_exit2_harmless": self.check_exit2,
                 "failed_states": len(self.failures),
                 "failures": [f.to_json() for f in self.failures[:20]],
                 "seconds": round(self.seconds, 1), "notes": self.notes}
@@ -105,6 +107,8 @@ def explore(run: Runner, wp: WritePath, base: Path, before: ImageView, patched: 
                           reported=op.returncode if final else None, identity=identity)
         if not problems and any(c.code != 0 for c in obs.checks.values()):
             res.inconsistent += 1
+            if any(c.code == 2 for c in obs.checks.values()):
+                res.check_exit2 += 1
         if key not in seen:
             res.distinct += 1
         seen[key] = problems
