@@ -27,6 +27,7 @@ from tests.qemu.lib.lineage import (
     DISK1_NODE,
     ByUUID,
     assert_alive,
+    assert_device_ids,
     by_name,
     hmp_info,
     jobs,
@@ -69,6 +70,7 @@ def _assert_hmp_agrees(vm, data: dict) -> None:
         n: s["devices"] for n, s in part.items()
     }, info.text
     assert info.current == data.get("current"), info.text
+    assert_device_ids(vm, data)
 
 
 def test_lineage_load_by_uuid_and_restart(vm_factory, monitor):
@@ -166,6 +168,9 @@ def test_two_disks_one_uuid_and_partial_refused(vm_factory, make_disk, monitor):
     ops.save("x")
     x = by_name(query(vm))["x"]
     assert x.get("parent-uuid") == part["uuid"] and x["devices"] == [DISK_NODE, DISK1_NODE]
+    # each image records its own current snapshot as x's parent there
+    assert node_snapshots(vm, DISK_NODE)["x"]["parent-uuid"] == part["uuid"]
+    assert node_snapshots(vm, DISK1_NODE)["x"]["parent-uuid"] == both["uuid"]
 
     mark = vm.console.mark()
     uops.load(both["uuid"])
@@ -175,6 +180,9 @@ def test_two_disks_one_uuid_and_partial_refused(vm_factory, make_disk, monitor):
     data = query(vm)
     assert [s["name"] for s in data["snapshots"]] == ["both", "x"]
     assert not any(s["partial"] for s in data["snapshots"])
+    # x was part's child on disk0: it is both's child there now, as on disk1
+    assert node_snapshots(vm, DISK_NODE)["x"]["parent-uuid"] == both["uuid"]
+    assert by_name(data)["x"]["parent-uuid"] == both["uuid"]
     _assert_hmp_agrees(vm, data)
 
 
@@ -337,6 +345,13 @@ def test_hmp_delvm_unknown_tag_and_unknown_uuid(vm):
     err = vm.hmp.cmd_error(f"delvm {unknown}")
     assert unknown in err and "No snapshot with UUID" in err, err
     assert query(vm) == before
+    # loading an unknown tag is an error on both monitors
+    err = vm.hmp.cmd_error(f"loadvm {MALFORMED}")
+    assert f"Snapshot '{MALFORMED}' does not exist" in err, err
+    err = ByUUID("qmp", vm).qmp_error("snapshot-load", tag=MALFORMED)
+    assert MALFORMED in err and "does not exist" in err, err
+    assert query(vm) == before and jobs(vm) == []
+    assert_alive(vm)
 
 
 def _sha256(path: Path) -> str:

@@ -45,6 +45,7 @@ def test_snapshots_get_uuid_and_parent(vm, snapshots):
     current, vms = _vm_snapshots(vm)
     assert current == u2
     assert vms["s1"]["uuid"] == u1 and vms["s1"]["devices"] == [DISK_NODE]
+    assert vms["s1"]["device-ids"] == {DISK_NODE: node["s1"]["id"]}
     assert vms["s2"]["parent-uuid"] == u1
 
 

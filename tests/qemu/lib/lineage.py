@@ -43,6 +43,19 @@ def by_name(data: dict) -> dict[str, dict]:
     return out
 
 
+def assert_device_ids(vm: VM, data: dict) -> None:
+    """Each device of each snapshot in ``data`` (from query()) holds that snapshot, with
+    the id and UUID query-named-block-nodes reports for it on that node."""
+    nodes: dict[str, dict[str, dict]] = {}
+    for s in data["snapshots"]:
+        for node, ident in s["device-ids"].items():
+            if node not in nodes:
+                nodes[node] = node_snapshots(vm, node)
+            on_node = nodes[node].get(s["name"])
+            assert on_node is not None, f"{s['name']} is not on {node}: {nodes[node]}"
+            assert (on_node["id"], on_node.get("uuid")) == (ident, s.get("uuid")), (s, on_node)
+
+
 def node_snapshots(vm: VM, node: str) -> dict[str, dict]:
     """{name: SnapshotInfo} of one block node (query-named-block-nodes)."""
     for n in vm.qmp.cmd("query-named-block-nodes", flat=True):
