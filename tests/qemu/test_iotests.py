@@ -28,11 +28,13 @@ IOTESTS = (
     "267 271 286 qcow2-internal-snapshots"
 ).split()
 # The iotests the series adds (tests/qemu-iotests/tests/ of a tree with the series) and the
-# features each needs (none named: the whole series; qcow2-check-keep-snapshots comes with
-# a fix the series carries, which no feature probe tells apart).
+# features each needs (none named: the whole series; the stable fixes' iotests come with
+# fixes the series carries, which no feature probe tells apart).
 SERIES_IOTEST_FEATURES = {
     "qcow2-check-keep-snapshots": (),
     "loadvm-tag-not-id": (),
+    "qcow2-snapshot-l1-overlap": (),
+    "qcow2-snapshot-write-errors": (),
     "qcow2-snapshot-uuid": ("snapshot-uuid",),
     "qcow2-current-snapshot": ("snapshot-uuid",),
     "qcow2-snapshot-old-writer": ("snapshot-uuid",),

@@ -4,13 +4,17 @@ build (an input kept for a sanitizer report then needs the ASan build: skipped, 
 under --require-all). A crash, hang or
 sanitizer report fails, unless the input names an open known bug (known.py): then a strict
 xfail, and the test fails once the bug no longer shows (remove it from known.py and set
-"bug" to null in the JSON: the input stays as a regression test)."""
+"bug" to null in the JSON: the input stays as a regression test).
+
+And every open known bug's stand-alone reproducer (bugs/), on the patched build: a strict
+xfail while it shows, a failure once it does not (fixed: remove it from known.py)."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,7 @@ from tests.reliability.lib import fuzzimage as fz
 from tests.reliability.lib.observe import Runner
 
 REGRESSIONS = Path(__file__).resolve().parent / "regressions"
+BUGS = Path(__file__).resolve().parent / "bugs"
 CASES = sorted(REGRESSIONS.glob("*.json"))
 
 
@@ -67,3 +72,22 @@ def test_regression(case, tools, require, scratch, summary):
     if open_bug and ids and bug in ids:  # (on the ASan build an input may hit others too)
         pytest.xfail(f"known bug(s) {', '.join(sorted(ids))} (tests/reliability/bugs/BUGS.md)")
     pytest.fail("\n".join(crashes), pytrace=False)
+
+
+@pytest.mark.parametrize("bug", known.KNOWN, ids=[b.id for b in known.KNOWN])
+def test_known_bug_reproducer(bug, tools, require):
+    build = tools.patched
+    if bug.asan:
+        try:
+            build = builds.resolve("patched-asan")
+        except BuildMissing as exc:
+            require.missing(f"{bug.reproducer} needs the ASan build: {exc}")
+    res = subprocess.run(["sh", str(BUGS / bug.reproducer), str(build.img), str(build.io)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    if res.returncode == 1:
+        pytest.xfail(f"{bug.id} ({bug.origin}) still shows: {res.stdout.strip()[-300:]}")
+    if res.returncode == 0:
+        pytest.fail(f"{bug.id} no longer shows with {bug.reproducer}: it is fixed, remove it "
+                    "from tests/reliability/known.py", pytrace=False)
+    pytest.fail(f"{bug.reproducer} exited {res.returncode}:\n{res.stdout}\n{res.stderr}",
+                pytrace=False)

@@ -268,7 +268,19 @@ def test_classify_check_tells_shared_from_leaked():
                       "refcount=2", "ERROR cluster 7 refcount=1 reference=2"]
 
 
-def test_result_crash_detection():
+# Bugs of the shape known.py holds, for the classification tests (the real list changes as
+# bugs get fixed)
+FAKE_KNOWN = (
+    known.KnownBug("REL-A", "stale COPIED flags", "upstream",
+                   ("crash:snapshot-a", "faults:snapshot-a"),
+                   r"changed when the guest wrote", "rel-a.sh"),
+    known.KnownBug("REL-B", "check -r leaks the table", "upstream", ("fuzz",),
+                   r"LeakSanitizer.* in qcow2_check_read_snapshot_table", "rel-b.sh"),
+)
+
+
+def test_result_crash_detection(monkeypatch):
+    monkeypatch.setattr(known, "KNOWN", FAKE_KNOWN)
     assert Result(["qemu-img"], 1).crash is None
     assert "signal 6" in Result(["qemu-img"], -6).crash
     assert "timed out" in Result(["qemu-img"], None, seconds=20).crash
@@ -284,7 +296,7 @@ SUMMARY: AddressSanitizer: 122 byte(s) leaked in 3 allocation(s).
 """)
     text = leak.crash_text("check -r all")
     assert " in qcow2_check_read_snapshot_table " in text
-    assert known.classify("fuzz", [text]) == {"REL-5"}
+    assert known.classify("fuzz", [text]) == {"REL-B"}
 
 
 # -- blkdebug, known bugs, report -----------------------------------------------------------------
@@ -300,12 +312,14 @@ def test_blkdebug_rules_count_then_fail_once():
     assert blkdebug.Fault("flush", 2, 5).label() == "EIO at flush #2"
 
 
-def test_known_bugs_classify_only_when_every_problem_is_known():
+def test_known_bugs_classify_only_when_every_problem_is_known(monkeypatch):
+    assert len({b.id for b in known.KNOWN}) == len(known.KNOWN)
+    monkeypatch.setattr(known, "KNOWN", FAKE_KNOWN)
     p = "crash before #5: data at risk: snapshot s1 changed when the guest wrote to the disk"
-    assert known.classify("crash:snapshot-a", [p]) == {"REL-1"}
+    assert known.classify("crash:snapshot-a", [p]) == {"REL-A"}
     assert known.classify("crash:snapshot-c", [p]) is None
     assert known.classify("crash:snapshot-a", [p, "snapshot s2 is gone"]) is None
-    assert len({b.id for b in known.KNOWN}) == len(known.KNOWN)
+    assert [b.id for b in known.expected("faults:snapshot-a")] == ["REL-A"]
 
 
 def test_every_known_bug_has_a_reproducer_and_a_write_up():
