@@ -13,23 +13,26 @@ from __future__ import annotations
 
 import os
 import socket
-import time
+from contextlib import ExitStack
 
 import pytest
 
 from tests.qemu.lib import netdevs as nd
 from tests.qemu.lib.errors import QMPCommandError
 from tests.qemu.lib.machine import DEFAULT_PROFILE, MachineProfile
+from tests.qemu.lib.waiting import reserved_ports
 
 pytestmark = pytest.mark.series("query-netdevs")
 
 NO_NICS = MachineProfile(nics=())
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture
+def ports():
+    """``ports(n[, kind])``: n free 127.0.0.1 ports held for the whole test, so that nothing
+    else takes them before QEMU binds them (QEMU binds with SO_REUSEADDR, as the holder)."""
+    with ExitStack() as stack:
+        yield lambda n, kind=socket.SOCK_STREAM: stack.enter_context(reserved_ports(n, kind))
 
 
 def _paused(vm_factory, name: str, *args: str, profile: MachineProfile = NO_NICS):
@@ -53,10 +56,10 @@ def test_user_netdev_with_virtio_nic(vm):
     vm.console.wait_counter(timeout=30)
 
 
-def test_socket_listen_connect_pair(vm_factory):
+def test_socket_listen_connect_pair(vm_factory, ports):
     """-netdev socket listen= and connect= on 127.0.0.1, each under a NIC, in one VM: both
     listed as type socket with their NIC as peer and their own endpoint in config."""
-    port = _free_port()
+    (port,) = ports(1)
     vm = _paused(
         vm_factory,
         "sock",
@@ -65,10 +68,13 @@ def test_socket_listen_connect_pair(vm_factory):
         "-netdev", f"socket,id=sc,connect=127.0.0.1:{port}",
         "-device", "virtio-net-pci,netdev=sc,id=nicc,romfile=",
     )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while "connection from 127.0.0.1" not in vm.hmp.cmd("info network"):
-        assert time.monotonic() < deadline, "the listening socket never saw the connection"
-        time.sleep(0.1)
+    # QEMU's main loop accepts the connection; each monitor round trip lets it run (no
+    # event tells, so a bounded number of round trips, not a sleep)
+    for _ in range(1000):
+        if "connection from 127.0.0.1" in vm.hmp.cmd("info network"):
+            break
+    else:
+        raise AssertionError("the listening socket never saw the connection")
     nets, text = nd.snapshot(vm)
     assert set(nets) == {"sl", "sc"}
     assert (nets["sl"]["type"], nets["sl"]["peer-id"]) == ("socket", "nicl")
@@ -167,11 +173,12 @@ def test_no_netdev_empty_list(vm_factory):
     assert nd.parse_info_network(vm.hmp.cmd("info network")) == {}
 
 
-def test_netdev_add_del_follows_at_once(vm_factory):
+def test_netdev_add_del_follows_at_once(vm_factory, ports):
     """netdev_add/netdev_del of user, hubport, stream and dgram backends, three rounds: each
     change shows at once (config as given, nested addresses included) and HMP agrees after
     every step; failed adds change nothing; a deleted id can be added again."""
-    port = _free_port()
+    (port,) = ports(1)
+    local, remote = ports(2, socket.SOCK_DGRAM)
     vm = _paused(vm_factory, "hot", "-netdev", "user,id=base")
     added = {
         "u1": {"type": "user", "hostname": "h1", "dnssearch": [{"str": "example.org"}]},
@@ -183,8 +190,8 @@ def test_netdev_add_del_follows_at_once(vm_factory):
         },
         "dg0": {
             "type": "dgram",
-            "local": {"type": "inet", "host": "127.0.0.1", "port": str(_free_port())},
-            "remote": {"type": "inet", "host": "127.0.0.1", "port": str(_free_port())},
+            "local": {"type": "inet", "host": "127.0.0.1", "port": str(local)},
+            "remote": {"type": "inet", "host": "127.0.0.1", "port": str(remote)},
         },
     }
     for _round in range(3):
@@ -272,12 +279,12 @@ def test_netdev_del_under_nic(vm):
     assert set(nets) == {n.netdev_id for n in DEFAULT_PROFILE.nics}
 
 
-def test_query_netdevs_and_info_network_agree(vm_factory):
+def test_query_netdevs_and_info_network_agree(vm_factory, ports):
     """One VM with every kind of backend the rig can make unprivileged (user with a NIC,
     socket pair, stream, hub ports on a netdev / a NIC / nothing, -nic, legacy -net, a lone
     netdev): every id and type info network shows is in query-netdevs and vice versa, with
     the same peers; legacy -net hub ports have no config, everything else has its own."""
-    port = _free_port()
+    port, stream_port = ports(2)
     vm = _paused(
         vm_factory,
         "all",
@@ -285,7 +292,7 @@ def test_query_netdevs_and_info_network_agree(vm_factory):
         "-netdev", f"socket,id=sc,connect=127.0.0.1:{port}",
         "-device", "virtio-net-pci,netdev=sc,id=nicc,romfile=",
         "-netdev", "stream,id=st,server=on,addr.type=inet,addr.host=127.0.0.1,"
-                   f"addr.port={_free_port()}",
+                   f"addr.port={stream_port}",
         "-netdev", "user,id=u0,restrict=on",
         "-netdev", "hubport,id=hp0,hubid=1,netdev=u0",
         "-netdev", "hubport,id=hp1,hubid=1",

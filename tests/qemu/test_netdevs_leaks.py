@@ -16,41 +16,37 @@ import socket
 import subprocess
 import tempfile
 import time
+from contextlib import ExitStack
 
 import pytest
-from qemu.qmp import ConnectError
 
 from tests.qemu.lib import netdevs as nd
-from tests.qemu.lib import procs
+from tests.qemu.lib import procs, waiting
 from tests.qemu.lib.machine import DEFAULT_PROFILE
 from tests.qemu.lib.qmp import QMP
+from tests.qemu.lib.waiting import Listener, ProcessExited, reserved_ports
 
 pytestmark = pytest.mark.series("query-netdevs")
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+def _inet(port: int) -> dict:
+    return {"type": "inet", "host": "127.0.0.1", "port": str(port)}
 
 
-def _inet() -> dict:
-    return {"type": "inet", "host": "127.0.0.1", "port": str(_free_port())}
-
-
-def _connect(qmp: QMP, proc: subprocess.Popen, path: str, timeout: float, log) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"QEMU under valgrind exited ({proc.returncode}):\n{log()}")
-        if os.path.exists(path):
-            try:
-                qmp.connect()
-                return
-            except (ConnectError, OSError):
-                pass  # qemu.qmp keeps the client usable after a failed connect
-        if time.monotonic() > deadline:
-            raise AssertionError(f"QMP not up under valgrind after {timeout}s:\n{log()}")
-        time.sleep(0.2)
+def _connect(qmp_listener: Listener, proc: subprocess.Popen, fd, test_dir, timeout: float,
+             log) -> QMP:
+    """QEMU under valgrind connects to the rig's QMP socket: accept it (or learn that QEMU
+    exited) without retrying."""
+    try:
+        sock = qmp_listener.accept(timeout, fd)
+    except ProcessExited:
+        proc.wait()
+        raise AssertionError(f"QEMU under valgrind exited ({proc.returncode}):\n{log()}") from None
+    except TimeoutError:
+        raise AssertionError(f"QMP not up under valgrind after {timeout}s:\n{log()}") from None
+    qmp = QMP(sock, test_dir / "vg-qmp.log", timeout=120)
+    qmp.connect()
+    return qmp
 
 
 @pytest.mark.timeout(1800)  # QEMU under valgrind: minutes to start and to exit
@@ -79,7 +75,7 @@ def test_query_netdevs_no_leak_under_valgrind(build, test_dir, machine, require)
            "-netdev", "user,id=withnic", "-device", "virtio-net-pci,netdev=withnic,romfile="]),
         "-nodefaults",
         "-display", "none",
-        "-qmp", f"unix:{qmp_sock},server=on,wait=off",
+        "-qmp", f"unix:{qmp_sock}",  # a client: the rig listens
         # backends from the command line, alive at exit: freed by net_cleanup()
         "-netdev", '{"type": "user", "id": "cl0", "hostname": "cmdline",'
                    ' "dnssearch": [{"str": "example.com"}]}',
@@ -87,14 +83,21 @@ def test_query_netdevs_no_leak_under_valgrind(build, test_dir, machine, require)
     ]  # fmt: skip
     (test_dir / "vg-cmdline.txt").write_text(shlex.join(args) + "\n")
     t0 = time.monotonic()
+    listener = Listener(qmp_sock)
+    ports = ExitStack()
+    inet = iter(ports.enter_context(reserved_ports(6)))  # stream: 3 rounds x 1
+    dgram = iter(ports.enter_context(reserved_ports(6, socket.SOCK_DGRAM)))  # 3 x (local, remote)
     with open(out_log, "wb") as out:
         proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=test_dir
         )
     procs.register(proc, f"valgrind qemu in {test_dir}")
-    qmp = QMP(qmp_sock, test_dir / "vg-qmp.log", timeout=120)
+    fd = waiting.pidfd(proc.pid)
+    qmp = None
     try:
-        _connect(qmp, proc, qmp_sock, 180, lambda: out_log.read_text(errors="replace")[-2000:])
+        qmp = _connect(listener, proc, fd, test_dir, 180,
+                       lambda: out_log.read_text(errors="replace")[-2000:])
+        listener.close()
         started = time.monotonic() - t0
         base = {n["id"] for n in qmp.cmd("query-netdevs")}
         assert base == {"cl0", "clhp"} | ({"withnic"} if machine != "none" else set()), base
@@ -102,8 +105,9 @@ def test_query_netdevs_no_leak_under_valgrind(build, test_dir, machine, require)
             qmp.cmd("netdev_add", type="user", id="u1", hostname="h",
                     dnssearch=[{"str": "a.example"}, {"str": "b.example"}])  # fmt: skip
             qmp.cmd("netdev_add", type="hubport", id="hp1", hubid=1, netdev="u1")
-            qmp.cmd("netdev_add", type="stream", id="st1", server=True, addr=_inet())
-            qmp.cmd("netdev_add", type="dgram", id="dg1", local=_inet(), remote=_inet())
+            qmp.cmd("netdev_add", type="stream", id="st1", server=True, addr=_inet(next(inet)))
+            qmp.cmd("netdev_add", type="dgram", id="dg1", local=_inet(next(dgram)),
+                    remote=_inet(next(dgram)))
             qmp.hmp("netdev_add user,id=h1,hostname=hmp")
             nets = {n["id"]: n for n in qmp.cmd("query-netdevs")}
             assert set(nets) == base | {"u1", "hp1", "st1", "dg1", "h1"}, nets
@@ -135,17 +139,20 @@ def test_query_netdevs_no_leak_under_valgrind(build, test_dir, machine, require)
         qmp.cmd("netdev_add", type="hubport", id="lefthp", hubid=1, netdev="left")
         qmp.cmd("query-netdevs")
     finally:
-        if proc.poll() is None:
+        ports.close()
+        listener.close()
+        if proc.poll() is None and qmp is not None:
             try:
                 qmp.cmd_raw("quit")  # also after a failure: exit cleanly, fast
             except Exception:  # noqa: BLE001 - QMP may be down; killed below
                 pass
-        qmp.close()
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
+        if qmp is not None:
+            qmp.close()
+        if not waiting.wait_exit(proc, fd, 120):
             proc.kill()
             proc.wait(timeout=30)
+        if fd is not None:
+            os.close(fd)
         shutil.rmtree(sockdir, ignore_errors=True)
     (test_dir / "timings.json").write_text(
         f'{{"valgrind_start": {started:.1f}, "valgrind_total": {time.monotonic() - t0:.1f}}}\n'

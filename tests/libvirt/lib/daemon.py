@@ -41,6 +41,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tests.qemu.lib import waiting
+
 from .virsh import CommandLog, Virsh, VirshError
 
 NSINIT = Path(__file__).with_name("nsinit.py")
@@ -332,14 +334,26 @@ class Daemon:
         if self.namespace is None:
             return []
         pids = processes_in(self.namespace)
+        fds = []
         for pid in pids:
+            fd = waiting.pidfd(pid)  # before the kill: the pid cannot be reused under it
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            if fd is not None:
+                fds.append(fd)
+        # each pidfd becomes readable when its process has exited: wait for all of them
         deadline = time.monotonic() + timeout
-        while processes_in(self.namespace) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        try:
+            while fds and time.monotonic() < deadline:
+                ready, _, _ = select.select(fds, [], [], max(0.0, deadline - time.monotonic()))
+                for fd in ready:
+                    fds.remove(fd)
+                    os.close(fd)
+        finally:
+            for fd in fds:
+                os.close(fd)
         if still := processes_in(self.namespace):
             raise DaemonError(f"{self.label}: processes {still} survive SIGKILL")
         return pids

@@ -52,18 +52,20 @@ class HMP:
         self._child: pexpect.fdpexpect.fdspawn | None = None
         self.banner = ""
 
-    def connect(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+    def connect(self, timeout: float = 10.0, sock: socket.socket | None = None) -> None:
+        """Take ``sock`` (QEMU connected to a socket the rig listens on), or connect to the
+        path QEMU serves (for a QEMU the rig did not start: it is already listening)."""
+        if sock is not None:
+            s = sock
+        else:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(timeout)
             try:
                 s.connect(self.path)
-                break
             except OSError:
                 s.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+                raise
+            s.settimeout(None)
         self._sock = s
         self._child = pexpect.fdpexpect.fdspawn(
             s.fileno(), timeout=self.timeout, encoding="utf-8", codec_errors="replace"

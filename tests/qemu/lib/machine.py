@@ -25,14 +25,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from qemu.qmp import ConnectError
-
-from . import procs
+from . import procs, waiting
 from .builds import QemuBuild
 from .console import Console
 from .errors import BuildMissing, VMLaunchError, VMTimeout
 from .hmp import HMP
 from .qmp import QMP
+from .waiting import Listener, ProcessExited
 
 DISK_NODE = "disk0"  # qcow2 node of the main disk (block node name)
 DISK_DEVICE = "vdisk0"  # its virtio-blk device id
@@ -118,7 +117,9 @@ class VM:
         self._logfile = None
         self.qmp: QMP | None = None
         self.hmp: HMP | None = None
-        self.console = Console(self.console_path, alive=self.is_running, directory=self.workdir)
+        self._pidfd: int | None = None
+        self.console = Console(self.console_path, alive=self.is_running, directory=self.workdir,
+                               exit_fd=lambda: self._pidfd)
         self.timings: dict[str, float] = {}
         self.exitcode: int | None = None
 
@@ -159,12 +160,14 @@ class VM:
             f"file,id=serial0,path={self.console_path}",
             "-serial",
             "chardev:serial0",
+            # the rig listens on both sockets and QEMU connects (client chardevs), as
+            # python/qemu/machine does: no connect retries, and QEMU's exit is seen at once
             "-chardev",
-            f"socket,id=qmp0,path={qmp_sock},server=on,wait=off",
+            f"socket,id=qmp0,path={qmp_sock}",
             "-mon",
             "chardev=qmp0,mode=control",
             "-chardev",
-            f"socket,id=hmp0,path={hmp_sock},server=on,wait=off",
+            f"socket,id=hmp0,path={hmp_sock}",
             "-mon",
             "chardev=hmp0,mode=readline",
         ]
@@ -202,6 +205,30 @@ class VM:
         self.profile.check_firmware()
         self._sockdir = Path(tempfile.mkdtemp(prefix="qh-", dir="/tmp"))
         qmp_sock, hmp_sock = str(self._sockdir / "qmp"), str(self._sockdir / "hmp")
+        listeners = {"QMP": Listener(qmp_sock), "HMP": Listener(hmp_sock)}
+        try:
+            return self._launch(qmp_sock, hmp_sock, listeners)
+        finally:
+            for listener in listeners.values():
+                listener.close()
+
+    def _accept(self, listeners: dict[str, Listener], which: str, timeout: float = 30.0):
+        try:
+            return listeners[which].accept(timeout, self._pidfd)
+        except ProcessExited:
+            self._proc.wait()
+            raise VMLaunchError(
+                f"QEMU exited ({self._proc.returncode}) before its {which} monitor connected.\n"
+                f"command: {self.cmdline_path.read_text().strip()}\noutput:\n{self.log_tail()}",
+                self.workdir,
+            ) from None
+        except TimeoutError:
+            raise VMLaunchError(
+                f"QEMU's {which} monitor did not connect in {timeout}s\n{self.log_tail()}",
+                self.workdir,
+            ) from None
+
+    def _launch(self, qmp_sock: str, hmp_sock: str, listeners: dict[str, Listener]) -> VM:
         args = self.args(qmp_sock, hmp_sock)
         self.cmdline_path.write_text(shlex.join(args) + "\n")
         self._logfile = open(self.log_path, "ab")
@@ -219,13 +246,15 @@ class VM:
         except OSError as exc:
             raise VMLaunchError(f"cannot run {args[0]}: {exc}", self.workdir) from exc
         procs.register(self._proc, f"{self.name} in {self.workdir}", cleanup=self._remove_sockdir)
+        self._pidfd = waiting.pidfd(self._proc.pid)
         try:
             self.qmp = QMP(
-                qmp_sock, self.workdir / f"{self.name}-qmp.log", timeout=self.qmp_timeout
+                self._accept(listeners, "QMP"), self.workdir / f"{self.name}-qmp.log",
+                timeout=self.qmp_timeout,
             )
-            self._connect_qmp(qmp_sock)
+            self.qmp.connect()
             self.hmp = HMP(hmp_sock, self.workdir / f"{self.name}-hmp.log")
-            self.hmp.connect()
+            self.hmp.connect(sock=self._accept(listeners, "HMP"))
             self.timings["monitors"] = time.monotonic() - t0
             if self.incoming is not None:
                 self._migrate_in()
@@ -235,58 +264,47 @@ class VM:
             raise
         return self
 
-    def _connect_qmp(self, path: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if not self.is_running():
-                raise VMLaunchError(
-                    f"QEMU exited ({self._proc.returncode}) before QMP was up.\n"
-                    f"command: {self.cmdline_path.read_text().strip()}\noutput:\n{self.log_tail()}",
-                    self.workdir,
-                )
-            if os.path.exists(path):
-                try:
-                    self.qmp.connect()
-                    return
-                except (ConnectError, OSError):
-                    # qemu.qmp keeps the client usable after a failed connect
-                    pass
-            if time.monotonic() > deadline:
-                raise VMLaunchError(
-                    f"QMP socket {path} not up after {timeout}s\n{self.log_tail()}", self.workdir
-                )
-            time.sleep(0.05)
-
     def _migrate_in(self, timeout: float = 120.0) -> None:
         assert self.qmp is not None and self.incoming is not None
+        self._migration_events()
         self.qmp.cmd("migrate-incoming", uri=f"file:{self.incoming}")
         self.wait_migration(timeout)
-        deadline = time.monotonic() + timeout
-        while self.qmp.cmd("query-status")["status"] != "running":
-            if time.monotonic() > deadline:
-                raise VMTimeout("VM not running after incoming migration", self.workdir)
-            time.sleep(0.02)
+        # the incoming side resumes the guest itself once the stream is loaded
+        if self.qmp.cmd("query-status")["status"] != "running":
+            self.qmp.wait_event(QMP.event("RESUME"), timeout, "RESUME after incoming migration")
+
+    def _migration_events(self) -> None:
+        """Before a migration: MIGRATION events on (so that it is waited for, never polled;
+        not at launch, since a -preconfig QEMU refuses the command), stale ones dropped."""
+        self.qmp.cmd("migrate-set-capabilities",
+                     capabilities=[{"capability": "events", "state": True}])
+        self.qmp.discard_events(QMP.event("MIGRATION"))
 
     def wait_migration(self, timeout: float = 120.0) -> dict:
+        """Wait for the MIGRATION event that ends the current migration; its query-migrate."""
         assert self.qmp is not None
-        deadline = time.monotonic() + timeout
-        while True:
+        ends = ("completed", "failed", "cancelled")
+        try:
+            ev = self.qmp.wait_event(
+                lambda e: e.get("event") == "MIGRATION" and e["data"].get("status") in ends,
+                timeout, "MIGRATION completed/failed/cancelled")
+        except VMTimeout:
             info = self.qmp.cmd("query-migrate")
-            status = info.get("status")
-            if status == "completed":
-                return info
-            if status in ("failed", "cancelled"):
-                raise VMLaunchError(
-                    f"migration {status}: {info.get('error-desc', info)}\n{self.log_tail()}",
-                    self.workdir,
-                )
-            if time.monotonic() > deadline:
-                raise VMTimeout(f"migration still {status} after {timeout}s", self.workdir)
-            time.sleep(0.02)
+            raise VMTimeout(f"migration still {info.get('status')} after {timeout}s",
+                            self.workdir) from None
+        info = self.qmp.cmd("query-migrate")
+        if ev["data"]["status"] != "completed":
+            raise VMLaunchError(
+                f"migration {ev['data']['status']}: {info.get('error-desc', info)}\n"
+                f"{self.log_tail()}",
+                self.workdir,
+            )
+        return info
 
     def save_state(self, path: Path, timeout: float = 300.0) -> dict:
         """Migrate the running VM into ``path`` (a `file:` stream); the VM ends paused."""
         assert self.qmp is not None
+        self._migration_events()
         self.qmp.cmd("migrate", uri=f"file:{path}")
         return self.wait_migration(timeout)
 
@@ -306,14 +324,12 @@ class VM:
                     self.qmp.cmd_raw("quit")
             except Exception:  # noqa: BLE001 - QMP may be gone; kill below
                 pass
-            try:
-                self._proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
+            if not waiting.wait_exit(self._proc, self._pidfd, timeout):
                 self._note("QEMU did not quit in time; killed")
                 self._proc.kill()
                 self._proc.wait(timeout=30)
         try:
-            for client in (self.hmp, self.qmp):
+            for client in (self.hmp, self.qmp, self.console):
                 if client is not None:
                     try:
                         client.close()
@@ -321,6 +337,9 @@ class VM:
                         self._note(f"closing {type(client).__name__} failed: {exc!r}")
         finally:
             self.hmp = self.qmp = None
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
             if self._logfile:
                 self._logfile.close()
                 self._logfile = None

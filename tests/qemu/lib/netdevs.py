@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 
 from .errors import VMTimeout
 
@@ -172,22 +171,12 @@ def snapshot(vm) -> tuple[dict[str, dict], str]:
 
 
 def wait_device_deleted(vm, device_id: str, timeout: float = 60.0) -> dict:
-    """Wait for the DEVICE_DELETED event of ``device_id`` (polling QMP so events arrive)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for ev in vm.qmp.seen_events:
-            if (
-                ev.get("event") == "DEVICE_DELETED"
-                and ev.get("data", {}).get("device") == device_id
-            ):
-                return ev
-        if time.monotonic() > deadline:
-            raise VMTimeout(
-                f"no DEVICE_DELETED for {device_id} after {timeout}s", getattr(vm, "workdir", None)
-            )
-        # a command round trip collects whatever events arrived meanwhile (QMP.cmd_raw)
-        vm.qmp.cmd_raw("query-status")
-        time.sleep(0.1)
+    """Wait for the DEVICE_DELETED event of ``device_id`` (blocking on the QMP socket)."""
+    try:
+        return vm.qmp.wait_event(vm.qmp.event("DEVICE_DELETED", device=device_id), timeout,
+                                 f"DEVICE_DELETED of {device_id}")
+    except VMTimeout as exc:
+        raise VMTimeout(str(exc), getattr(vm, "workdir", None)) from None
 
 
 # -- valgrind -------------------------------------------------------------------------
