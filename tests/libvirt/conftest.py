@@ -35,6 +35,7 @@ if str(REPO) not in sys.path:
 
 import images  # noqa: E402
 from harness import libvirt as hlibvirt  # noqa: E402
+from tests import rigplugin  # noqa: E402
 from tests.libvirt.lib import daemon as lvdaemon  # noqa: E402
 from tests.libvirt.lib import summary  # noqa: E402
 from tests.libvirt.lib.daemon import Place  # noqa: E402
@@ -42,42 +43,24 @@ from tests.qemu.lib import builds  # noqa: E402
 from tests.qemu.lib.require import Requirements, required_by  # noqa: E402
 from tests.qemu.lib.testdirs import fresh_test_dir, safe_name  # noqa: E402
 
-LOGS_KEY = pytest.StashKey[Path]()
-REPORTS_KEY = pytest.StashKey[dict]()
+LOGS_KEY = rigplugin.LOGS_KEY
+REPORTS_KEY = rigplugin.REPORTS_KEY
 STEPS_DIR = "libvirt-steps"  # one JSON per test under the results dir (xdist workers too)
 
 
-def _addoption(group, *args, **kwargs):
-    try:
-        group.addoption(*args, **kwargs)
-    except ValueError:  # another suite's conftest in the same session defines it already
-        pass
-
-
 def pytest_addoption(parser):
-    group = parser.getgroup("qemu rig")
-    _addoption(group, "--results-dir", default="out/results",
-               help="where per-test logs go (default out/results)")
-    _addoption(group, "--keep-scratch", action="store_true",
-               help="keep the disk images of passed tests")
-    _addoption(group, "--require-all", action="store_true",
-               help="a missing capability fails the test instead of skipping it")
-    _addoption(group, "--matrix-json", default=None,
-               help="where the suite's summary goes (libvirt: <results-dir>/libvirt.json)")
+    rigplugin.add_common_options(parser)
     group = parser.getgroup("libvirt")
     group.addoption("--libvirts", default=",".join(hlibvirt.LIBVIRTS),
                     help=f"the libvirts to drive (default {','.join(hlibvirt.LIBVIRTS)})")
 
 
 def _results(config) -> Path:
-    path = Path(config.getoption("--results-dir"))
-    return path if path.is_absolute() else Path(config.invocation_params.dir) / path
+    return rigplugin.results_dir(config)
 
 
 def _summary_path(config) -> Path:
-    out = config.getoption("--matrix-json")
-    path = Path(out) if out else _results(config) / "libvirt.json"
-    return path if path.is_absolute() else Path(config.invocation_params.dir) / path
+    return rigplugin.summary_path(config, "libvirt.json")
 
 
 def pytest_configure(config):
@@ -97,17 +80,8 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("place", names, indirect=True, scope="session")
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    item.stash.setdefault(REPORTS_KEY, {})[rep.when] = rep
-    logs = item.stash.get(LOGS_KEY, None)
-    if logs is not None and rep.when == "call":
-        item.user_properties.append(("logs", str(logs)))
-    if logs is not None and rep.failed:
-        rep.sections.append(("libvirt logs", f"test directory (commands.log, steps.txt, "
-                                             f"libvirt-*.log, console.log): {logs}"))
+pytest_runtest_makereport = rigplugin.logs_report_hook(
+    "libvirt logs", "commands.log, steps.txt, libvirt-*.log, console.log")
 
 
 def pytest_sessionfinish(session, exitstatus):

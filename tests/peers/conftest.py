@@ -29,6 +29,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from harness import peers as hpeers  # noqa: E402
+from tests import rigplugin  # noqa: E402
 from tests.peers import matrix as mx  # noqa: E402
 from tests.peers.lib import cells  # noqa: E402
 from tests.peers.lib import image as im  # noqa: E402
@@ -37,26 +38,12 @@ from tests.qemu.lib.require import Requirements, required_by  # noqa: E402
 from tests.qemu.lib.testdirs import fresh_test_dir, safe_name  # noqa: E402
 
 WRITERS = ("patched", "stock", "debian")
-LOGS_KEY = pytest.StashKey[Path]()
-REPORTS_KEY = pytest.StashKey[dict]()
-
-
-def _addoption(group, *args, **kwargs):
-    try:
-        group.addoption(*args, **kwargs)
-    except ValueError:  # tests/qemu's conftest in the same session defines it already
-        pass
+LOGS_KEY = rigplugin.LOGS_KEY
+REPORTS_KEY = rigplugin.REPORTS_KEY
 
 
 def pytest_addoption(parser):
-    group = parser.getgroup("qemu rig")
-    _addoption(
-        group,
-        "--results-dir",
-        default="out/results",
-        help="where per-test logs go (default out/results)",
-    )
-    _addoption(group, "--keep-scratch", action="store_true", help="keep the images of passed tests")
+    rigplugin.add_common_options(parser, ("--results-dir", "--keep-scratch", "--matrix-json"))
     group = parser.getgroup("peer matrix")
     group.addoption(
         "--writers",
@@ -74,11 +61,6 @@ def pytest_addoption(parser):
         default=",".join(hpeers.PEERS),
         help=f"older QEMU releases to run (default {','.join(hpeers.PEERS)})",
     )
-    group.addoption(
-        "--matrix-json",
-        default=None,
-        help="where the peer x op summary goes (default <results-dir>/matrix.json)",
-    )
 
 
 def pytest_configure(config):
@@ -92,16 +74,11 @@ def pytest_configure(config):
 
 
 def _results(config) -> Path:
-    path = Path(config.getoption("--results-dir"))
-    if not path.is_absolute():
-        path = Path(config.invocation_params.dir) / path
-    return path
+    return rigplugin.results_dir(config)
 
 
 def _matrix_json(config) -> Path:
-    out = config.getoption("--matrix-json")
-    path = Path(out) if out else _results(config) / "matrix.json"
-    return path if path.is_absolute() else Path(config.invocation_params.dir) / path
+    return rigplugin.summary_path(config, "matrix.json")
 
 
 def _csv(config, name: str, allowed) -> list[str]:
@@ -158,14 +135,7 @@ def pytest_collection_modifyitems(config, items):
 # -- per-test directory, failure report names it ---------------------------------------------
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    item.stash.setdefault(REPORTS_KEY, {})[rep.when] = rep
-    logs = item.stash.get(LOGS_KEY, None)
-    if logs is not None and rep.failed:
-        rep.sections.append(("peer matrix logs", f"test directory (commands.log): {logs}"))
+pytest_runtest_makereport = rigplugin.logs_report_hook("peer matrix logs", "commands.log")
 
 
 def passed(request) -> bool:

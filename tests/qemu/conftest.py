@@ -29,7 +29,6 @@ iotests (upstream qemu-iotests). Each test's JUnit record carries its build as p
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import sys
 import time
@@ -42,15 +41,17 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import images  # noqa: E402  (stdlib-only package at the repository root)
+from tests import rigplugin  # noqa: E402
 from tests.qemu.lib import builds, features, procs, timings  # noqa: E402
 from tests.qemu.lib.builds import QemuBuild  # noqa: E402
 from tests.qemu.lib.machine import DEFAULT_PROFILE, VM, MachineProfile, accel_from_env  # noqa: E402
 from tests.qemu.lib.require import Requirements, required_by  # noqa: E402
 from tests.qemu.lib.snapshots import for_monitor  # noqa: E402
+from tests.qemu.lib.testdirs import fresh_test_dir  # noqa: E402
 
 DISK_SIZE = "64M"
-LOGS_KEY = pytest.StashKey[Path]()
-REPORTS_KEY = pytest.StashKey[dict]()
+LOGS_KEY = rigplugin.LOGS_KEY
+REPORTS_KEY = rigplugin.REPORTS_KEY
 SCRATCH_SUFFIXES = (".qcow2", ".raw", ".mig", ".img")
 
 
@@ -58,27 +59,12 @@ SCRATCH_SUFFIXES = (".qcow2", ".raw", ".mig", ".img")
 
 
 def pytest_addoption(parser):
+    rigplugin.add_common_options(parser, ("--results-dir", "--require-all", "--keep-scratch"))
     group = parser.getgroup("qemu rig")
-    group.addoption(
-        "--results-dir",
-        default="out/results",
-        help="where per-test logs, booted states and iotests output go (default out/results)",
-    )
     group.addoption(
         "--builds",
         default="patched,stock",
         help="comma-separated builds to test: patched, stock (default both)",
-    )
-    group.addoption(
-        "--require-all",
-        action="store_true",
-        help="a missing build, tool, firmware or device fails the test instead of skipping "
-        "it (also with QEMU_HARNESS_REQUIRE_ALL=1 or CI=true)",
-    )
-    group.addoption(
-        "--keep-scratch",
-        action="store_true",
-        help="keep disk images and saved states of passed tests (logs are always kept)",
     )
 
 
@@ -154,18 +140,8 @@ def _series_expectation(request):
 # -- failure report names the test's directory ---------------------------------------
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    item.stash.setdefault(REPORTS_KEY, {})[rep.when] = rep
-    logs = item.stash.get(LOGS_KEY, None)
-    if logs is not None and rep.when == "call":
-        item.user_properties.append(("logs", str(logs)))
-    if logs is not None and rep.failed:
-        rep.sections.append(
-            ("qemu rig logs", f"test directory (command lines, console, qmp/hmp traffic): {logs}")
-        )
+pytest_runtest_makereport = rigplugin.logs_report_hook(
+    "qemu rig logs", "command lines, console, qmp/hmp traffic")
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -193,9 +169,7 @@ record_timing = timings.record
 
 @pytest.fixture(scope="session")
 def results_dir(pytestconfig) -> Path:
-    path = Path(pytestconfig.getoption("--results-dir"))
-    if not path.is_absolute():
-        path = Path(pytestconfig.invocation_params.dir) / path
+    path = rigplugin.results_dir(pytestconfig)
     path.mkdir(parents=True, exist_ok=True)
     pytestconfig._rig_results = path
     return path
@@ -235,18 +209,9 @@ def guest(results_dir):
     return g
 
 
-def _safe(nodeid: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", nodeid.split("::", 1)[-1]).strip("_")[:120]
-
-
 @pytest.fixture
 def test_dir(request, results_dir):
-    mod = Path(request.node.nodeid.split("::")[0]).stem
-    path = results_dir / "tests" / mod / _safe(request.node.nodeid)
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    request.node.stash[LOGS_KEY] = path
+    path = fresh_test_dir(request, results_dir, LOGS_KEY)
     yield path
     reports = request.node.stash.get(REPORTS_KEY, {})
     # passed, or failed as expected (xfail): the scratch files show nothing new

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests import rigplugin  # noqa: E402
 from tests.qemu.lib.require import Requirements, required_by  # noqa: E402
 from tests.qemu.lib.testdirs import fresh_test_dir, safe_name  # noqa: E402
 from tests.reliability import known as known_bugs  # noqa: E402
@@ -37,8 +38,8 @@ from tests.reliability.lib.observe import DEBIAN_IMG, Runner, Tool, observe  # n
 from tests.reliability.lib.summary import Summary  # noqa: E402
 
 MODE_ENV = "QEMU_HARNESS_RELIABILITY"
-LOGS_KEY = pytest.StashKey[Path]()
-REPORTS_KEY = pytest.StashKey[dict]()
+LOGS_KEY = rigplugin.LOGS_KEY
+REPORTS_KEY = rigplugin.REPORTS_KEY
 
 
 @dataclass(frozen=True)
@@ -65,23 +66,9 @@ FULL = Mode("full", 13, ("patched", "stock"), (65536, 4096),
             ("patched", "stock"), (5, 28), True, 120, None, 900)
 
 
-def _addoption(group, *args, **kwargs):
-    try:
-        group.addoption(*args, **kwargs)
-    except ValueError:  # another suite's conftest in the same session has it
-        pass
-
-
 def pytest_addoption(parser):
+    rigplugin.add_common_options(parser)
     group = parser.getgroup("reliability")
-    _addoption(group, "--results-dir", default="out/results",
-               help="where per-test logs go (default out/results)")
-    _addoption(group, "--keep-scratch", action="store_true",
-               help="keep the images of passed tests")
-    _addoption(group, "--require-all", action="store_true",
-               help="a missing build or tool fails instead of skipping")
-    _addoption(group, "--matrix-json", default=None,
-               help="where the summary goes (default <results-dir>/reliability.json)")
     group.addoption("--full", action="store_true",
                     help=f"the full run (also {MODE_ENV}=full): both builds, more errnos and "
                          "events, >= 100 kill runs, the fuzzer for --fuzz-seconds")
@@ -120,16 +107,11 @@ def _mode(config) -> Mode:
 
 
 def _results(config) -> Path:
-    path = Path(config.getoption("--results-dir"))
-    if not path.is_absolute():
-        path = Path(config.invocation_params.dir) / path
-    return path
+    return rigplugin.results_dir(config)
 
 
 def _summary_path(config) -> Path:
-    out = config.getoption("--matrix-json")
-    path = Path(out) if out else _results(config) / "reliability.json"
-    return path if path.is_absolute() else Path(config.invocation_params.dir) / path
+    return rigplugin.summary_path(config, "reliability.json")
 
 
 @pytest.fixture(scope="session")
@@ -151,14 +133,7 @@ def pytest_sessionfinish(session, exitstatus):
         s.write()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    item.stash.setdefault(REPORTS_KEY, {})[rep.when] = rep
-    logs = item.stash.get(LOGS_KEY, None)
-    if logs is not None and rep.failed:
-        rep.sections.append(("reliability logs", f"test directory: {logs}"))
+pytest_runtest_makereport = rigplugin.logs_report_hook("reliability logs", "commands, images")
 
 
 @pytest.fixture(scope="session")
