@@ -1006,3 +1006,33 @@ def test_snapshot_on_an_image_without_header_room(build, tools, test_dir):
     assert [sn.name for sn in image.snapshots] == ["s2"]
     assert_no_record(image)
     assert notes(check(tools, path)) == []
+
+
+@pytest.mark.series("snapshot-uuid")
+def test_header_update_without_room_for_the_record_drops_it(build, tools, test_dir):
+    """The record is optional (docs/interop/qcow2.rst): a header update that has room for
+    everything but the record (here `rebase -u` to a longer backing file name, 512-byte
+    clusters) succeeds and drops the record (no current snapshot then) instead of failing
+    an operation that has nothing to do with snapshots; the snapshots and data stay."""
+    full, _ = _full_header_image(tools, test_dir)  # makes base.qcow2 and the name to use
+    raw = full.read_bytes()[:512]
+    off, length = int.from_bytes(raw[8:16], "big"), int.from_bytes(raw[16:20], "big")
+    long_name = raw[off:off + length].decode()
+    path = test_dir / "img.qcow2"
+    img(tools, "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "-b", "base.qcow2",
+        "-F", "qcow2", path, "1M")
+    write_pattern(tools, path, 0x11)
+    img(tools, "snapshot", "-c", "s1", path)
+    before = qcow2.read(path)
+    assert is_v4(before.snapshots[0].uuid)
+    assert_current(before, before.snapshots[0].uuid)
+    rebased = img(tools, "rebase", "-u", "-b", long_name, "-F", "qcow2", path, rcs=None)
+    assert rebased.returncode == 0, (
+        f"rebase -u failed for want of room for the record: {rebased.stderr.strip()}")
+    after = qcow2.read(path)
+    assert after.backing_file_offset and \
+        path.read_bytes()[after.backing_file_offset:][:length].decode() == long_name
+    assert [(sn.name, sn.uuid) for sn in after.snapshots] == [("s1", before.snapshots[0].uuid)]
+    assert_no_record(after)
+    assert has_pattern(tools, path, 0x11)
+    assert notes(check(tools, path)) == []
