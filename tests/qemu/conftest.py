@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,7 @@ from tests.qemu.lib.machine import DEFAULT_PROFILE, VM, MachineProfile, accel_fr
 from tests.qemu.lib.require import Requirements, required_by  # noqa: E402
 from tests.qemu.lib.snapshots import for_monitor  # noqa: E402
 from tests.qemu.lib.testdirs import fresh_test_dir  # noqa: E402
+from tests.qemu.lib.waiting import reserved_ports  # noqa: E402
 
 DISK_SIZE = "64M"
 LOGS_KEY = rigplugin.LOGS_KEY
@@ -207,6 +210,14 @@ def guest(results_dir):
         g = images.ensure_guest(log=lambda m: print(m, file=log, flush=True))
         record_timing("guest_image_seconds", time.monotonic() - t0)
     return g
+
+
+@pytest.fixture
+def ports():
+    """``ports(n[, kind])``: n free 127.0.0.1 ports held for the whole test, so that nothing
+    else takes them before QEMU binds them (QEMU binds with SO_REUSEADDR, as the holder)."""
+    with ExitStack() as stack:
+        yield lambda n, kind=socket.SOCK_STREAM: stack.enter_context(reserved_ports(n, kind))
 
 
 @pytest.fixture

@@ -13,26 +13,16 @@ from __future__ import annotations
 
 import os
 import socket
-from contextlib import ExitStack
 
 import pytest
 
 from tests.qemu.lib import netdevs as nd
 from tests.qemu.lib.errors import QMPCommandError
 from tests.qemu.lib.machine import DEFAULT_PROFILE, MachineProfile
-from tests.qemu.lib.waiting import reserved_ports
 
 pytestmark = pytest.mark.series("query-netdevs")
 
 NO_NICS = MachineProfile(nics=())
-
-
-@pytest.fixture
-def ports():
-    """``ports(n[, kind])``: n free 127.0.0.1 ports held for the whole test, so that nothing
-    else takes them before QEMU binds them (QEMU binds with SO_REUSEADDR, as the holder)."""
-    with ExitStack() as stack:
-        yield lambda n, kind=socket.SOCK_STREAM: stack.enter_context(reserved_ports(n, kind))
 
 
 def _paused(vm_factory, name: str, *args: str, profile: MachineProfile = NO_NICS):

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from contextlib import ExitStack
 
 import pytest
 
@@ -24,7 +23,7 @@ from tests.qemu.lib import netdevs as nd
 from tests.qemu.lib import procs, waiting
 from tests.qemu.lib.machine import DEFAULT_PROFILE
 from tests.qemu.lib.qmp import QMP
-from tests.qemu.lib.waiting import Listener, ProcessExited, reserved_ports
+from tests.qemu.lib.waiting import Listener, ProcessExited
 
 pytestmark = pytest.mark.series("query-netdevs")
 
@@ -51,7 +50,7 @@ def _connect(qmp_listener: Listener, proc: subprocess.Popen, fd, test_dir, timeo
 
 @pytest.mark.timeout(1800)  # QEMU under valgrind: minutes to start and to exit
 @pytest.mark.parametrize("machine", ["none", "pc-paused"])
-def test_query_netdevs_no_leak_under_valgrind(build, test_dir, machine, require):
+def test_query_netdevs_no_leak_under_valgrind(build, test_dir, machine, require, ports):
     """machine none: no guest at all. pc-paused: a PC whose CPU never runs (-S), so that a
     NIC can hold a backend that netdev_del removed; that backend outlives the list of net
     clients until exit, the case patch 0015 frees the configuration early for."""
@@ -84,9 +83,8 @@ def test_query_netdevs_no_leak_under_valgrind(build, test_dir, machine, require)
     (test_dir / "vg-cmdline.txt").write_text(shlex.join(args) + "\n")
     t0 = time.monotonic()
     listener = Listener(qmp_sock)
-    ports = ExitStack()
-    inet = iter(ports.enter_context(reserved_ports(6)))  # stream: 3 rounds x 1
-    dgram = iter(ports.enter_context(reserved_ports(6, socket.SOCK_DGRAM)))  # 3 x (local, remote)
+    inet = iter(ports(3))  # stream: 3 rounds x 1
+    dgram = iter(ports(6, socket.SOCK_DGRAM))  # 3 rounds x (local, remote)
     with open(out_log, "wb") as out:
         proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=test_dir
@@ -139,7 +137,6 @@ def test_query_netdevs_no_leak_under_valgrind(build, test_dir, machine, require)
         qmp.cmd("netdev_add", type="hubport", id="lefthp", hubid=1, netdev="left")
         qmp.cmd("query-netdevs")
     finally:
-        ports.close()
         listener.close()
         if proc.poll() is None and qmp is not None:
             try:
