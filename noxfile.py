@@ -18,9 +18,9 @@ PY = sys.executable
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff over the harness, the guest builder and the tests."""
-    session.run(PY, "-m", "ruff", "check", "build.py", "noxfile.py", "harness", "images",
-                "tests", "bench")
+    """ruff over the pipeline, the QEMU driver, snaptree, the guest builder, tests, bench."""
+    session.run(PY, "-m", "ruff", "check", "build.py", "noxfile.py", "harness", "rig",
+                "snaptree", "images", "tests", "bench")
 
 
 @nox.session

@@ -10,7 +10,7 @@
 Build numbers use a separate build dir (qemu/build-bench) so the real builds
 are untouched; ccache is whatever state the machine is in (said in the table).
 A benchmark that cannot run (no build, a failed build or fresh clone) ends with
-harness/errors.py's exit code and a next step, after the table of what did run.
+harness/core/errors.py's exit code and a next step, after the table of what did run.
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import qbuild  # noqa: E402
-from harness.config import PROFILES, BuildProfile, Layout, select_baseline  # noqa: E402
-from harness.errors import BuildFailed, CommandFailed, HarnessError, TestsFailed, fail  # noqa: E402
-from harness.paths import build_paths  # noqa: E402
-from harness.runner import StageLog  # noqa: E402
-from tests.qemu.lib import qcow2  # noqa: E402
+from harness.core.config import PROFILES, BuildProfile, Layout, select_baseline  # noqa: E402
+from harness.core.errors import BuildFailed, CommandFailed, HarnessError, TestsFailed, fail  # noqa: E402
+from harness.core.runner import StageLog  # noqa: E402
+from harness.stages import build as qbuild  # noqa: E402
+from harness.stages.paths import build_paths  # noqa: E402
+from rig import qcow2  # noqa: E402
 
 
 def timed(fn) -> float:

@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import images  # noqa: E402
-from harness.errors import BuildMissing, EnvironmentProblem  # noqa: E402
-from tests.qemu.lib import builds  # noqa: E402
-from tests.qemu.lib import errors as rig_errors  # noqa: E402
-from tests.qemu.lib.machine import DEFAULT_PROFILE, VM  # noqa: E402
+from harness.core.errors import BuildMissing, EnvironmentProblem  # noqa: E402
+from rig import builds  # noqa: E402
+from rig import errors as rig_errors  # noqa: E402
+from rig.machine import DEFAULT_PROFILE, VM  # noqa: E402
 
 
 def _build(name: str) -> builds.QemuBuild:

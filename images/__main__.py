@@ -1,6 +1,6 @@
 """python3 -m images [--cache-dir DIR]: build or find the test guest, print it as JSON.
 
-Exit codes are harness/errors.py's: 3 when the guest cannot be built (a missing package or
+Exit codes are harness/core/errors.py's: 3 when the guest cannot be built (a missing package or
 tool, apt without lists), with the next step on stderr.
 """
 
@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.errors import EnvironmentProblem, fail
+from harness.core.errors import EnvironmentProblem, fail
 
 from .guest import ImageError, ensure_guest
 

@@ -22,45 +22,44 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+import images
+from harness.stages import libvirt as hlibvirt
+from rig import (
+    builds,
+    pytestplugin,
+)
+from rig.libvirt import daemon as lvdaemon
+from rig.libvirt import summary
+from rig.libvirt.daemon import Place
+from rig.require import Requirements, required_by
+from rig.testdirs import fresh_test_dir, safe_name
+
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-import images  # noqa: E402
-from harness import libvirt as hlibvirt  # noqa: E402
-from tests import rigplugin  # noqa: E402
-from tests.libvirt.lib import daemon as lvdaemon  # noqa: E402
-from tests.libvirt.lib import summary  # noqa: E402
-from tests.libvirt.lib.daemon import Place  # noqa: E402
-from tests.qemu.lib import builds  # noqa: E402
-from tests.qemu.lib.require import Requirements, required_by  # noqa: E402
-from tests.qemu.lib.testdirs import fresh_test_dir, safe_name  # noqa: E402
-
-LOGS_KEY = rigplugin.LOGS_KEY
-REPORTS_KEY = rigplugin.REPORTS_KEY
+LOGS_KEY = pytestplugin.LOGS_KEY
+REPORTS_KEY = pytestplugin.REPORTS_KEY
 STEPS_DIR = "libvirt-steps"  # one JSON per test under the results dir (xdist workers too)
 
 
 def pytest_addoption(parser):
-    rigplugin.add_common_options(parser)
+    pytestplugin.add_common_options(parser)
     group = parser.getgroup("libvirt")
     group.addoption("--libvirts", default=",".join(hlibvirt.LIBVIRTS),
                     help=f"the libvirts to drive (default {','.join(hlibvirt.LIBVIRTS)})")
 
 
 def _results(config) -> Path:
-    return rigplugin.results_dir(config)
+    return pytestplugin.results_dir(config)
 
 
 def _summary_path(config) -> Path:
-    return rigplugin.summary_path(config, "libvirt.json")
+    return pytestplugin.summary_path(config, "libvirt.json")
 
 
 def pytest_configure(config):
@@ -80,7 +79,7 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("place", names, indirect=True, scope="session")
 
 
-pytest_runtest_makereport = rigplugin.logs_report_hook(
+pytest_runtest_makereport = pytestplugin.logs_report_hook(
     "libvirt logs", "commands.log, steps.txt, libvirt-*.log, console.log")
 
 
@@ -120,7 +119,7 @@ def results_dir(pytestconfig) -> Path:
 class LibvirtPlace:
     place: Place
     version: str
-    chroot: object | None = None  # harness.peers.PeerRoot
+    chroot: object | None = None  # harness.stages.peers.PeerRoot
 
 
 @pytest.fixture(scope="session")

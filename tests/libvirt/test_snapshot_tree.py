@@ -1,7 +1,7 @@
 """libvirt manages a snapshot tree of the patched QEMU; after every step the image's tree
-and current snapshot (read from the disk file by tests/qemu/lib/qcow2.py) are libvirt's.
+and current snapshot (read from the disk file by rig/qcow2.py) are libvirt's.
 
-The scenario (lib/scenario.py): nine snapshots made with reverts in between; deletes of an
+The scenario (rig/libvirt/scenario.py): nine snapshots made with reverts in between; deletes of an
 inner snapshot, of the current one (a leaf, then one with a child), of a plain leaf and of a
 root with children; a QEMU restart; one more snapshot. libvirt names snapshots, the image
 tags them: the trees are compared by name, parents through the UUIDs in the qcow2 table
@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 
 import images
-from tests.libvirt.lib import lineage, scenario
-from tests.libvirt.lib.daemon import Daemon
-from tests.libvirt.lib.domain import DomainSpec, domain_xml
-from tests.libvirt.lib.summary import table
-from tests.libvirt.lib.virsh import CommandLog, Virsh, VirshError, monitor_commands, qemu_starts
-from tests.qemu.lib import qcow2
-from tests.qemu.lib.console import Console
-from tests.qemu.lib.machine import DEFAULT_PROFILE
+from rig import qcow2
+from rig.console import Console
+from rig.libvirt import lineage, scenario
+from rig.libvirt.daemon import Daemon
+from rig.libvirt.domain import DomainSpec, domain_xml
+from rig.libvirt.summary import table
+from rig.libvirt.virsh import CommandLog, Virsh, VirshError, monitor_commands, qemu_starts
+from rig.machine import DEFAULT_PROFILE
 
 DOMAIN = "snaptree"
 BOOT_TIMEOUT = 120.0

@@ -1,5 +1,5 @@
-"""The peer matrix: older QEMU releases (harness/peers.py chroots) on images the series wrote,
-and the series on images they wrote.
+"""The peer matrix: older QEMU releases (harness/stages/peers.py chroots) on images the
+series wrote, and the series on images they wrote.
 
 Run:  python3 build.py test --suite peers     (prepares the peers, then this suite, -n auto)
       .venv/bin/pytest tests/peers --writers debian   (no build yet: Debian's 7.2 as
@@ -17,33 +17,30 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from harness.stages import peers as hpeers
+from rig import pytestplugin
+from rig.peers import cells
+from rig.peers import image as im
+from rig.peers import matrix as mx
+from rig.peers.tools import CommandError, Commands, Tools
+from rig.require import Requirements, required_by
+from rig.testdirs import fresh_test_dir, safe_name
 
-from harness import peers as hpeers  # noqa: E402
-from tests import rigplugin  # noqa: E402
-from tests.peers import matrix as mx  # noqa: E402
-from tests.peers.lib import cells  # noqa: E402
-from tests.peers.lib import image as im  # noqa: E402
-from tests.peers.lib.tools import CommandError, Commands, Tools  # noqa: E402
-from tests.qemu.lib.require import Requirements, required_by  # noqa: E402
-from tests.qemu.lib.testdirs import fresh_test_dir, safe_name  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 WRITERS = ("patched", "stock", "debian")
-LOGS_KEY = rigplugin.LOGS_KEY
-REPORTS_KEY = rigplugin.REPORTS_KEY
+LOGS_KEY = pytestplugin.LOGS_KEY
+REPORTS_KEY = pytestplugin.REPORTS_KEY
 
 
 def pytest_addoption(parser):
-    rigplugin.add_common_options(parser, ("--results-dir", "--keep-scratch", "--matrix-json"))
+    pytestplugin.add_common_options(parser, ("--results-dir", "--keep-scratch", "--matrix-json"))
     group = parser.getgroup("peer matrix")
     group.addoption(
         "--writers",
@@ -74,11 +71,11 @@ def pytest_configure(config):
 
 
 def _results(config) -> Path:
-    return rigplugin.results_dir(config)
+    return pytestplugin.results_dir(config)
 
 
 def _matrix_json(config) -> Path:
-    return rigplugin.summary_path(config, "matrix.json")
+    return pytestplugin.summary_path(config, "matrix.json")
 
 
 def _csv(config, name: str, allowed) -> list[str]:
@@ -135,7 +132,7 @@ def pytest_collection_modifyitems(config, items):
 # -- per-test directory, failure report names it ---------------------------------------------
 
 
-pytest_runtest_makereport = rigplugin.logs_report_hook("peer matrix logs", "commands.log")
+pytest_runtest_makereport = pytestplugin.logs_report_hook("peer matrix logs", "commands.log")
 
 
 def passed(request) -> bool:
@@ -216,8 +213,8 @@ def writer(request, require) -> Writer:
             require.missing("no /usr/bin/qemu-img: apt-get install qemu-utils (the debian "
                             "writer)")
         return Writer(param, tools)
-    from tests.qemu.lib import builds
-    from tests.qemu.lib.errors import BuildMissing
+    from rig import builds
+    from rig.errors import BuildMissing
 
     try:
         return Writer(param, Tools.of_build(builds.resolve(param.name)))

@@ -1,6 +1,6 @@
 """Issue 11: every deployed QEMU (the peers) on an image the series wrote.
 
-For each peer x op of tests/peers/matrix.py: the writer's template image (snapshots s1..s4
+For each peer x op of rig/peers/matrix.py: the writer's template image (snapshots s1..s4
 with UUIDs and parents, the current snapshot, data patterns in every snapshot and in the
 active layer) is copied into the peer's chroot, the peer runs the op, and then
 - every snapshot is still listed by the independent reader, with the same UUID and parent;
@@ -18,11 +18,11 @@ import time
 
 import pytest
 
-from tests.peers import matrix as mx
-from tests.peers.lib import cells
-from tests.peers.lib import image as im
-from tests.peers.lib.tools import CommandError
-from tests.qemu.lib import qcow2
+from rig import qcow2
+from rig.peers import cells
+from rig.peers import image as im
+from rig.peers import matrix as mx
+from rig.peers.tools import CommandError
 
 
 def run_op(cmds, peer, ws, path, op: mx.Op) -> None:

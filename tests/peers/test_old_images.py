@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from tests.peers import matrix as mx
-from tests.peers.lib import cells
-from tests.peers.lib import image as im
-from tests.peers.lib.tools import CommandError
-from tests.qemu.lib import qcow2
+from rig import qcow2
+from rig.peers import cells
+from rig.peers import image as im
+from rig.peers import matrix as mx
+from rig.peers.tools import CommandError
 
 MiB = mx.MiB
 # The peer's image: two qemu-img snapshots, then a VM snapshot (savevm oldvm), then more data.

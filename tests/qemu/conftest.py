@@ -1,4 +1,4 @@
-"""Fixtures of the real-guest test rig (see tests/qemu/lib/__init__.py for the modules).
+"""Fixtures of the real-guest test rig (see rig/__init__.py for the modules).
 
 Run:  .venv/bin/pytest tests/qemu --results-dir out/results [-m "not iotests"] [--builds stock]
       [--require-all]
@@ -12,7 +12,7 @@ Fixtures for tests (names are the interface; series tests build on them):
   monitor        "hmp" or "qmp" (parametrized)
   guest          session: images.Guest (kernel, initrd, cmdline, manifest)
   test_dir       this test's own directory under <results-dir>/tests/ (named in failure reports)
-  build_features session, per build: {feature: present}, probed (lib/features.py) and kept
+  build_features session, per build: {feature: present}, probed (rig/features.py) and kept
                  in <results-dir>/features-<build>.json
   booted_state   session, per build: a guest cold-booted once and migrated to a file
   vm_factory     start(name="vm", *, fast=True, disk=None, disk_format="qcow2", profile=...)
@@ -38,23 +38,28 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import images
+from rig import (
+    builds,
+    features,
+    procs,
+    pytestplugin,
+    timings,
+)
+from rig.builds import QemuBuild
+from rig.machine import DEFAULT_PROFILE, VM, MachineProfile, accel_from_env
+from rig.require import Requirements, required_by
+from rig.snapshots import for_monitor
+from rig.testdirs import fresh_test_dir
+from rig.waiting import reserved_ports
 
-import images  # noqa: E402  (stdlib-only package at the repository root)
-from tests import rigplugin  # noqa: E402
-from tests.qemu.lib import builds, features, procs, timings  # noqa: E402
-from tests.qemu.lib.builds import QemuBuild  # noqa: E402
-from tests.qemu.lib.machine import DEFAULT_PROFILE, VM, MachineProfile, accel_from_env  # noqa: E402
-from tests.qemu.lib.require import Requirements, required_by  # noqa: E402
-from tests.qemu.lib.snapshots import for_monitor  # noqa: E402
-from tests.qemu.lib.testdirs import fresh_test_dir  # noqa: E402
-from tests.qemu.lib.waiting import reserved_ports  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
+# before any test module imports it: its assertions explain themselves like a test's
+pytest.register_assert_rewrite("rig.qimg")
 
 DISK_SIZE = "64M"
-LOGS_KEY = rigplugin.LOGS_KEY
-REPORTS_KEY = rigplugin.REPORTS_KEY
+LOGS_KEY = pytestplugin.LOGS_KEY
+REPORTS_KEY = pytestplugin.REPORTS_KEY
 SCRATCH_SUFFIXES = (".qcow2", ".raw", ".mig", ".img")
 
 
@@ -62,7 +67,7 @@ SCRATCH_SUFFIXES = (".qcow2", ".raw", ".mig", ".img")
 
 
 def pytest_addoption(parser):
-    rigplugin.add_common_options(parser, ("--results-dir", "--require-all", "--keep-scratch"))
+    pytestplugin.add_common_options(parser, ("--results-dir", "--require-all", "--keep-scratch"))
     group = parser.getgroup("qemu rig")
     group.addoption(
         "--builds",
@@ -143,7 +148,7 @@ def _series_expectation(request):
 # -- failure report names the test's directory ---------------------------------------
 
 
-pytest_runtest_makereport = rigplugin.logs_report_hook(
+pytest_runtest_makereport = pytestplugin.logs_report_hook(
     "qemu rig logs", "command lines, console, qmp/hmp traffic")
 
 
@@ -172,7 +177,7 @@ record_timing = timings.record
 
 @pytest.fixture(scope="session")
 def results_dir(pytestconfig) -> Path:
-    path = rigplugin.results_dir(pytestconfig)
+    path = pytestplugin.results_dir(pytestconfig)
     path.mkdir(parents=True, exist_ok=True)
     pytestconfig._rig_results = path
     return path

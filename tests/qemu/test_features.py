@@ -1,4 +1,4 @@
-"""The feature probe (lib/features.py) that decides which series tests are expected
+"""The feature probe (rig/features.py) that decides which series tests are expected
 failures on which build is itself a test, on every build: the patched build has every
 feature of the series, the stock build none. A probe that always says "absent" (every
 series test would be excused on patched) fails here on patched; one that always says
@@ -6,7 +6,7 @@ series test would be excused on patched) fails here on patched; one that always 
 
 from __future__ import annotations
 
-from tests.qemu.lib.features import FEATURES
+from rig.features import FEATURES
 
 EXPECTED = {"patched": True, "stock": False}
 

@@ -8,7 +8,6 @@ Deselect with -m "not iotests".
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -20,60 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.qemu.lib.errors import FeatureAbsent
-from tests.qemu.lib.timings import record as record_timing
+from rig.errors import FeatureAbsent
+from rig.iotests import IOTESTS, SERIES_IOTEST_FEATURES, SERIES_IOTESTS, IotestsRun, parse_tap
+from rig.timings import record as record_timing
 
-IOTESTS = (
-    "007 014 015 029 058 060 061 062 066 068 080 103 112 153 176 178 201 217 244 261 "
-    "267 271 286 qcow2-internal-snapshots"
-).split()
-# The iotests the series adds (tests/qemu-iotests/tests/ of a tree with the series) and the
-# features each needs (none named: the whole series; the stable fixes' iotests come with
-# fixes the series carries, which no feature probe tells apart).
-SERIES_IOTEST_FEATURES = {
-    "qcow2-check-keep-snapshots": (),
-    "loadvm-tag-not-id": (),
-    "qcow2-snapshot-l1-overlap": (),
-    "qcow2-snapshot-write-errors": (),
-    "qcow2-snapshot-uuid": ("snapshot-uuid",),
-    "qcow2-current-snapshot": ("snapshot-uuid",),
-    "qcow2-snapshot-old-writer": ("snapshot-uuid",),
-    "savevm-lineage": ("snapshot-uuid", "query-vm-snapshots"),
-}
-SERIES_IOTESTS = tuple(SERIES_IOTEST_FEATURES)
 TIMEOUT = int(os.environ.get("QEMU_HARNESS_IOTESTS_TIMEOUT", "1800"))
 JOBS = os.environ.get("QEMU_HARNESS_IOTESTS_JOBS", "1")
 RETRY_MAX = 3
-
-_TAP = re.compile(r"^(ok|not ok) qcow2 (\S+)(?:\s+#\s*(SKIP|TODO)\b(.*))?$", re.M)
-
-
-class IotestsRun:
-    def __init__(
-        self,
-        directory: Path,
-        returncode: int,
-        results: dict[str, str],
-        elapsed: float,
-        command: list[str],
-        retried: dict[str, str],
-        absent: frozenset[str] = frozenset(),
-    ):
-        self.retried = retried  # results of the one rerun of what failed first
-        self.absent = absent  # series iotests this build's tree does not have
-        self.directory = directory
-        self.returncode = returncode
-        self.results = results  # test name -> "pass" | "fail" | "not run"
-        self.elapsed = elapsed
-        self.command = command
-
-
-def parse_tap(text: str) -> dict[str, str]:
-    results = {}
-    for m in _TAP.finditer(text):
-        ok, name, directive = m.group(1), m.group(2), m.group(3)
-        results[name] = "not run" if directive == "SKIP" else ("pass" if ok == "ok" else "fail")
-    return results
 
 
 @pytest.fixture(scope="session")

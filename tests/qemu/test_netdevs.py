@@ -1,7 +1,7 @@
 """query-netdevs (series part 3, patches 0015-0017) on real guests, cross-checked with HMP.
 
 Every answer of QMP `query-netdevs` is compared with HMP `info network` asked at the same
-moment (lib/netdevs.snapshot): the same backend ids, the same types, the same peers, both ways.
+moment (rig/netdevs.snapshot): the same backend ids, the same types, the same peers, both ways.
 Backend-only cases start the guest paused (-S, no cold boot needed); the main NIC case and NIC
 hot(un)plug run on a fast-started, running guest, whose kernel acknowledges the ACPI unplug.
 
@@ -16,9 +16,9 @@ import socket
 
 import pytest
 
-from tests.qemu.lib import netdevs as nd
-from tests.qemu.lib.errors import QMPCommandError
-from tests.qemu.lib.machine import DEFAULT_PROFILE, MachineProfile
+from rig import netdevs as nd
+from rig.errors import QMPCommandError
+from rig.machine import DEFAULT_PROFILE, MachineProfile
 
 pytestmark = pytest.mark.series("query-netdevs")
 

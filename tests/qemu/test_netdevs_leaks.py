@@ -19,11 +19,11 @@ import time
 
 import pytest
 
-from tests.qemu.lib import netdevs as nd
-from tests.qemu.lib import procs, waiting
-from tests.qemu.lib.machine import DEFAULT_PROFILE
-from tests.qemu.lib.qmp import QMP
-from tests.qemu.lib.waiting import Listener, ProcessExited
+from rig import netdevs as nd
+from rig import procs, waiting
+from rig.machine import DEFAULT_PROFILE
+from rig.qmp import QMP
+from rig.waiting import Listener, ProcessExited
 
 pytestmark = pytest.mark.series("query-netdevs")
 

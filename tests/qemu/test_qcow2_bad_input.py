@@ -6,7 +6,7 @@ for duplicates, invalid parents cleared, the record reset to nil) changing nothi
 nothing is lost: every snapshot stays listed, applicable, and its bytes that nobody had a
 reason to change stay as they were.
 
-Images are crafted with tests/qemu/lib/qcow2.py (not QEMU's qcow2.py): the snapshot table
+Images are crafted with rig/qcow2.py (not QEMU's qcow2.py): the snapshot table
 is rewritten in place inside the clusters it already occupies (write_snapshot_table), so
 refcounts stay right and only the planted defect is wrong; header extensions are
 rewritten inside cluster 0 (set_current_record, set_current_records, write_extensions).
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.qemu.lib import qcow2
-from tests.qemu.test_qcow2_identity import (
+from rig import qcow2
+from rig.qimg import (
     INVALID,
     STALE,
     Tools,

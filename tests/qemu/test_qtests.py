@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.qemu.lib.errors import FeatureAbsent
+from rig.errors import FeatureAbsent
 
 QTESTS = ("query-netdevs-test",)
 

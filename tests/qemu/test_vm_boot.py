@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from tests.qemu.lib.machine import DEFAULT_PROFILE, VM
-from tests.qemu.lib.timings import record as record_timing
+from rig.machine import DEFAULT_PROFILE, VM
+from rig.timings import record as record_timing
 
 
 @pytest.mark.coldboot

@@ -3,7 +3,7 @@
 Each test runs once per monitor: the operation under test (save/load/delete, by tag or UUID)
 goes through that monitor; query-vm-snapshots (QMP) and `info snapshots` (HMP) are both
 checked where the test looks at the lineage. Marked `series`: a strict xfail on a build
-without the series (lib/features.py).
+without the series (rig/features.py).
 
 Not repeated here (test_vm_series.py has them): a fresh v4 UUID per snapshot, one
 load+delete by UUID of a lone snapshot, load needing exactly one of tag/uuid with a valid tag.
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import snaptree
-from tests.qemu.lib.lineage import (
+import snaptree
+from rig.lineage import (
     DISK1_NODE,
     ByUUID,
     assert_alive,
@@ -35,8 +35,8 @@ from tests.qemu.lib.lineage import (
     query,
     second_disk_args,
 )
-from tests.qemu.lib.machine import DISK_NODE
-from tests.qemu.lib.snapshots import for_monitor
+from rig.machine import DISK_NODE
+from rig.snapshots import for_monitor
 
 pytestmark = pytest.mark.series("snapshot-uuid", "query-vm-snapshots")
 
@@ -437,7 +437,7 @@ def test_tree_view_of_running_vm_and_image(vm_factory, build):
     (vm.workdir / "tree-image.txt").write_text(text)
 
     cli = subprocess.run(
-        [sys.executable, "-m", "harness.snaptree", "--image", str(vm.disk),
+        [sys.executable, "-m", "snaptree", "--image", str(vm.disk),
          "--qemu-img", str(build.img)],
         cwd=REPO, capture_output=True, text=True, check=False)
     assert cli.returncode == 0 and cli.stdout == text, cli.stderr

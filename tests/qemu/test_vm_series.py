@@ -1,7 +1,7 @@
 """Features of the patch series (SPEC.md §2-3), on a real guest, over HMP and QMP.
 
 Marked `series` (all features): a strict xfail on a build whose probe lacks one
-(lib/features.py), must pass on patched.
+(rig/features.py), must pass on patched.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import uuid as uuidlib
 
 import pytest
 
-from tests.qemu.lib.errors import JobError, QMPCommandError
-from tests.qemu.lib.lineage import query
-from tests.qemu.lib.machine import DEFAULT_PROFILE, DISK_NODE
+from rig.errors import JobError, QMPCommandError
+from rig.lineage import query
+from rig.machine import DEFAULT_PROFILE, DISK_NODE
 
 pytestmark = pytest.mark.series
 

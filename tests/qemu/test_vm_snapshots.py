@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from tests.qemu.lib.machine import DISK_NODE
+from rig.machine import DISK_NODE
 
 
 def _status(vm) -> str:

@@ -19,55 +19,28 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
 
+from rig import pytestplugin
+from rig.reliability import known as known_bugs
+from rig.reliability import scenario
+from rig.reliability.modes import MODE_ENV, Mode, mode_of
+from rig.reliability.observe import DEBIAN_IMG, Runner, Tool, observe
+from rig.reliability.summary import Summary
+from rig.require import Requirements, required_by
+from rig.testdirs import fresh_test_dir, safe_name
+
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-from tests import rigplugin  # noqa: E402
-from tests.qemu.lib.require import Requirements, required_by  # noqa: E402
-from tests.qemu.lib.testdirs import fresh_test_dir, safe_name  # noqa: E402
-from tests.reliability import known as known_bugs  # noqa: E402
-from tests.reliability.lib import scenario  # noqa: E402
-from tests.reliability.lib.observe import DEBIAN_IMG, Runner, Tool, observe  # noqa: E402
-from tests.reliability.lib.summary import Summary  # noqa: E402
-
-MODE_ENV = "QEMU_HARNESS_RELIABILITY"
-LOGS_KEY = rigplugin.LOGS_KEY
-REPORTS_KEY = rigplugin.REPORTS_KEY
-
-
-@dataclass(frozen=True)
-class Mode:
-    """How much each part does: the smoke (CI) or the full run."""
-
-    name: str
-    seed: int
-    crash_builds: tuple[str, ...]
-    crash_cluster_sizes: tuple[int, ...]
-    crash_vm_paths: tuple[str, ...]  # scenario.VM_PATHS explored (patched build, 64k)
-    fault_builds: tuple[str, ...]
-    fault_errnos: tuple[int, ...]
-    fault_events: bool  # also inject at qcow2 events (refblock_update, l1_update, ...)
-    kill_runs: int
-    fuzz_examples: int | None  # None: until fuzz_seconds are used up
-    fuzz_seconds: float  # the fuzzer's budget (also the smoke's cap: examples past it skip)
-
-
-SMOKE = Mode("smoke", 13, ("patched",), (65536,), ("hmp-delvm", "qmp-snapshot-delete"),
-             ("patched",), (5,), False, 4, 40, 60)
-FULL = Mode("full", 13, ("patched", "stock"), (65536, 4096),
-            ("hmp-savevm", "hmp-delvm", "qmp-snapshot-save", "qmp-snapshot-delete"),
-            ("patched", "stock"), (5, 28), True, 120, None, 900)
+LOGS_KEY = pytestplugin.LOGS_KEY
+REPORTS_KEY = pytestplugin.REPORTS_KEY
 
 
 def pytest_addoption(parser):
-    rigplugin.add_common_options(parser)
+    pytestplugin.add_common_options(parser)
     group = parser.getgroup("reliability")
     group.addoption("--full", action="store_true",
                     help=f"the full run (also {MODE_ENV}=full): both builds, more errnos and "
@@ -86,37 +59,23 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     """The fuzzer runs for its budget: give it that much more than pytest-timeout's 900 s."""
-    mode = _mode(config)
+    mode = mode_of(config)
     for item in items:
         if item.name.startswith("test_fuzz") and "reliability" in str(item.path):
             item.add_marker(pytest.mark.timeout(int(mode.fuzz_seconds) + 900))
 
 
-def _mode(config) -> Mode:
-    full = config.getoption("--full") or os.environ.get(MODE_ENV, "").lower() == "full"
-    mode = FULL if full else SMOKE
-    over = {}
-    if config.getoption("--seed") is not None:
-        over["seed"] = config.getoption("--seed")
-    if config.getoption("--fuzz-seconds") is not None:
-        over["fuzz_seconds"] = config.getoption("--fuzz-seconds")
-        over["fuzz_examples"] = None
-    if config.getoption("--kill-runs") is not None:
-        over["kill_runs"] = config.getoption("--kill-runs")
-    return Mode(**{**asdict(mode), **over})
-
-
 def _results(config) -> Path:
-    return rigplugin.results_dir(config)
+    return pytestplugin.results_dir(config)
 
 
 def _summary_path(config) -> Path:
-    return rigplugin.summary_path(config, "reliability.json")
+    return pytestplugin.summary_path(config, "reliability.json")
 
 
 @pytest.fixture(scope="session")
 def mode(pytestconfig) -> Mode:
-    return _mode(pytestconfig)
+    return mode_of(pytestconfig)
 
 
 @pytest.fixture(scope="session")
@@ -133,7 +92,7 @@ def pytest_sessionfinish(session, exitstatus):
         s.write()
 
 
-pytest_runtest_makereport = rigplugin.logs_report_hook("reliability logs", "commands, images")
+pytest_runtest_makereport = pytestplugin.logs_report_hook("reliability logs", "commands, images")
 
 
 @pytest.fixture(scope="session")
@@ -262,19 +221,25 @@ def bases(tools, results_dir):
 # -- known bugs ----------------------------------------------------------------------------------
 
 
-def settle(part: str, problems: list[str], what: str) -> None:
-    """End a test: pass when there are no problems; a strict xfail naming the bugs when every
-    problem is a known bug of ``part``; fail otherwise. A known bug of ``part`` that did not
-    show fails too (it is fixed: remove it from known.py)."""
-    expected = known_bugs.expected(part)
-    if not problems:
-        if expected:
-            pytest.fail(f"{what}: known bug(s) {', '.join(b.id for b in expected)} no longer "
-                        "show: remove them from tests/reliability/known.py", pytrace=False)
-        return
-    ids = known_bugs.classify(part, problems)
-    if ids:
-        pytest.xfail(f"known bug(s) {', '.join(sorted(ids))} (tests/reliability/bugs/BUGS.md)")
-    pytest.fail(f"{what}:\n" + "\n".join(f"  - {p}" for p in problems[:40])
-                + (f"\n  ... {len(problems) - 40} more" if len(problems) > 40 else ""),
-                pytrace=False)
+@pytest.fixture(scope="session")
+def settle():
+    """``settle(part, problems, what)`` ends a test: pass when there are no problems; a strict
+    xfail naming the bugs when every problem is a known bug of ``part``; fail otherwise. A
+    known bug of ``part`` that did not show fails too (it is fixed: remove it from
+    rig/reliability/known.py)."""
+    def settle(part: str, problems: list[str], what: str) -> None:
+        expected = known_bugs.expected(part)
+        if not problems:
+            if expected:
+                pytest.fail(f"{what}: known bug(s) {', '.join(b.id for b in expected)} no "
+                            "longer show: remove them from rig/reliability/known.py",
+                            pytrace=False)
+            return
+        ids = known_bugs.classify(part, problems)
+        if ids:
+            pytest.xfail(f"known bug(s) {', '.join(sorted(ids))} "
+                         "(tests/reliability/bugs/BUGS.md)")
+        pytest.fail(f"{what}:\n" + "\n".join(f"  - {p}" for p in problems[:40])
+                    + (f"\n  ... {len(problems) - 40} more" if len(problems) > 40 else ""),
+                    pytrace=False)
+    return settle

@@ -1,32 +1,32 @@
-"""Part 2: fault injection with blkdebug (lib/faults.py, lib/blkdebug.py).
+"""Part 2: fault injection with blkdebug (rig/reliability/faults.py, rig/reliability/blkdebug.py).
 
 Every write and every flush of each qemu-img write path fails once (EIO; the full run also
 ENOSPC and the first occurrences of qcow2's metadata events). Afterwards: the operation
 failed cleanly (no crash) or succeeded, it never reports a failure after it committed nor
 success without committing, nothing committed is lost, and check finds nothing that puts
-data at risk (lib/invariants.py).
+data at risk (rig/reliability/invariants.py).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.reliability import known
-from tests.reliability.conftest import _mode, settle
-from tests.reliability.lib.faults import count_requests, inject, plan
-from tests.reliability.lib.observe import observe
-from tests.reliability.lib.scenario import PATHS, prepare
+from rig.reliability import known
+from rig.reliability.faults import count_requests, inject, plan
+from rig.reliability.modes import mode_of
+from rig.reliability.observe import observe
+from rig.reliability.scenario import PATHS, prepare
 
 
 def pytest_generate_tests(metafunc):
     if "wp" not in metafunc.fixturenames:
         return
-    mode = _mode(metafunc.config)
+    mode = mode_of(metafunc.config)
     cases = [pytest.param(b, p, id=f"{b}-{p.name}") for b in mode.fault_builds for p in PATHS]
     metafunc.parametrize("build,wp", cases)
 
 
-def test_faults(build, wp, mode, tools, bases, run, test_dir, scratch, summary):
+def test_faults(build, wp, mode, tools, bases, run, test_dir, scratch, summary, settle):
     base = bases()
     runner = tools.build(build)
     pre = prepare(base.path, wp.prep, scratch / "pre.qcow2")

@@ -1,4 +1,4 @@
-"""Part 4: the snapshot-table fuzzer (hypothesis; lib/fuzzimage.py writes the images).
+"""Part 4: the snapshot-table fuzzer (hypothesis; rig/reliability/fuzzimage.py writes the images).
 
 Structure-aware generation of snapshot tables and current-snapshot records, each image run
 through qemu-img info / check / snapshot -l and, on copies, check -r all and snapshot
@@ -30,11 +30,11 @@ from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.database import DirectoryBasedExampleDatabase  # noqa: E402
 
-from tests.qemu.lib import builds  # noqa: E402
-from tests.qemu.lib.errors import BuildMissing  # noqa: E402
-from tests.reliability import known  # noqa: E402
-from tests.reliability.lib import fuzzimage as fz  # noqa: E402
-from tests.reliability.lib.observe import Runner, Tool  # noqa: E402
+from rig import builds  # noqa: E402
+from rig.errors import BuildMissing  # noqa: E402
+from rig.reliability import fuzzimage as fz  # noqa: E402
+from rig.reliability import known  # noqa: E402
+from rig.reliability.observe import Runner, Tool  # noqa: E402
 
 REGRESSIONS = Path(__file__).resolve().parent / "regressions"
 TIMEOUT = 20.0  # seconds per qemu-img run: a hang (three times that on the ASan build)

@@ -1,11 +1,11 @@
-"""Part 3: kill -9 of qemu-system during savevm and snapshot-save (lib/vmkill.py).
+"""Part 3: kill -9 of qemu-system during savevm and snapshot-save (rig/reliability/vmkill.py).
 
 The kill points are drawn at random (seeded: --seed, default 13, so a run is reproducible)
 from 0 to 1.2x the duration of an uninterrupted save of the same kind, so that some kills
 land after the save completed. After each kill the image must meet the crash invariants
-(lib/invariants.py, with the save as a snapshot create), and after a restart of QEMU on it
-a new snapshot, if listed, must load (loadvm: its VM state is complete). The smoke does a
-few runs, the full run >= 100 (--kill-runs).
+(rig/reliability/invariants.py, with the save as a snapshot create), and after a restart
+of QEMU on it a new snapshot, if listed, must load (loadvm: its VM state is complete).
+The smoke does a few runs, the full run >= 100 (--kill-runs).
 """
 
 from __future__ import annotations
@@ -14,16 +14,15 @@ import random
 import shutil
 import time
 
-from tests.reliability import known
-from tests.reliability.conftest import settle
-from tests.reliability.lib import vmkill
-from tests.reliability.lib.invariants import Change, OpKind, verify
-from tests.reliability.lib.observe import observe
+from rig.reliability import known, vmkill
+from rig.reliability.invariants import Change, OpKind, verify
+from rig.reliability.observe import observe
 
 TAG = "killed"
 
 
-def test_kill_during_save(mode, tools, bases, require, run, test_dir, scratch, summary):
+def test_kill_during_save(mode, tools, bases, require, run, test_dir, scratch, summary,
+                          settle):
     base = bases()
     fill = vmkill.fill_file(scratch / "ram.bin", mode.seed)
     image = scratch / "vm.qcow2"

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.qemu.lib import builds
-from tests.qemu.lib.errors import BuildMissing
-from tests.reliability import known
-from tests.reliability.lib import fuzzimage as fz
-from tests.reliability.lib.observe import Runner
+from rig import builds
+from rig.errors import BuildMissing
+from rig.reliability import fuzzimage as fz
+from rig.reliability import known
+from rig.reliability.observe import Runner
 
 REGRESSIONS = Path(__file__).resolve().parent / "regressions"
 BUGS = Path(__file__).resolve().parent / "bugs"
@@ -88,6 +88,6 @@ def test_known_bug_reproducer(bug, tools, require):
         pytest.xfail(f"{bug.id} ({bug.origin}) still shows: {res.stdout.strip()[-300:]}")
     if res.returncode == 0:
         pytest.fail(f"{bug.id} no longer shows with {bug.reproducer}: it is fixed, remove it "
-                    "from tests/reliability/known.py", pytrace=False)
+                    "from rig/reliability/known.py", pytrace=False)
     pytest.fail(f"{bug.reproducer} exited {res.returncode}:\n{res.stdout}\n{res.stderr}",
                 pytrace=False)

@@ -7,18 +7,16 @@ import io
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from harness.core.config import BASELINE_ENV, Layout, select_baseline
+from harness.core.runner import NullLog, StageLog
 
-from harness.config import BASELINE_ENV, Layout, select_baseline  # noqa: E402
-from harness.runner import NullLog, StageLog  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 MESON = """roms = []
 foreach f : fds
@@ -80,7 +78,7 @@ def _no_enclosing_git(tmp_path, monkeypatch):
     hook or `git rebase --exec` in a worktree, GIT_DIR would point plain
     `git -C TREE ...` at this project's repository (a `git init` there turned
     it bare); and the user's git configuration stays out."""
-    from harness.git import REPOSITORY_VARIABLES
+    from harness.core.git import REPOSITORY_VARIABLES
     for key in REPOSITORY_VARIABLES:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "gitconfig"))
@@ -192,7 +190,7 @@ def copy_of_template(project, tmp_path_factory, name: str, make) -> object:
 
 
 def import_fake(project) -> None:
-    from harness import baseline
+    from harness.stages import baseline
     baseline.import_baseline(project.layout, project.baseline, NullLog(),
                              tarball=project.tarball)
 
@@ -207,7 +205,7 @@ def imported(project, tmp_path_factory):
 def exported(project, tmp_path_factory):
     """The toy stack (TOY_STACK) committed in qemu/ and exported to patches/."""
     def make(proj):
-        from harness import export
+        from harness.stages import export
         import_fake(proj)
         make_stack(proj.layout)
         export.export_series(proj.layout, proj.baseline, NullLog())

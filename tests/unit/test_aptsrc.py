@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness import aptsrc
-from harness.errors import BaselineError, EnvironmentProblem
+from harness.core import aptsrc
+from harness.core.errors import BaselineError, EnvironmentProblem
 
 DEB822 = """Types: deb
 # a comment

@@ -7,8 +7,8 @@ import json
 import pytest
 from conftest import git
 
-from harness import baseline
-from harness.errors import BaselineError
+from harness.core.errors import BaselineError
+from harness.stages import baseline
 
 
 def test_import_makes_baseline_and_fixup_commits(project, log):
@@ -145,7 +145,7 @@ def test_git_route_clones_the_tag(project, log, tmp_path):
 def test_sid_profile_fetches_from_sid_only_with_its_apt_options(project, log, monkeypatch):
     from dataclasses import replace
 
-    from harness.config import select_baseline
+    from harness.core.config import select_baseline
     written = []
 
     class FakeApt:
@@ -188,7 +188,7 @@ def test_the_import_records_its_profile(project, log):
 
 
 def test_a_tree_of_another_baseline_is_refused_with_the_ways_out(project, log):
-    from harness.config import select_baseline
+    from harness.core.config import select_baseline
     baseline.import_baseline(project.layout, project.baseline, log, tarball=project.tarball)
     other = select_baseline("10.2.2")
     with pytest.raises(BaselineError) as err:
@@ -216,13 +216,13 @@ def test_an_import_made_before_profiles_is_recognised_by_its_debian_version(proj
     path.write_text(js.dumps(old))
     assert baseline.marker_profile(old) == "10.0.13"
     assert baseline.require_tree(project.layout, project.baseline, "apply") == old
-    from harness.config import select_baseline
+    from harness.core.config import select_baseline
     with pytest.raises(BaselineError, match="holds QEMU 10.0.13 .baseline profile 10.0.13"):
         baseline.require_tree(project.layout, select_baseline("10.2.2"), "apply")
 
 
 def test_require_tree_without_an_import(project):
-    from harness.errors import NotReady
+    from harness.core.errors import NotReady
     with pytest.raises(NotReady, match="not imported") as err:
         baseline.require_tree(project.layout, project.baseline, "build")
     assert "--baseline 10.0.13 import" in err.value.hint

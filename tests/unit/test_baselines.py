@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness import config
-from harness.config import load_baselines, select_baseline
-from harness.errors import UsageError
+from harness.core import config
+from harness.core.config import load_baselines, select_baseline
+from harness.core.errors import UsageError
 
 GOOD = """default = "1.2.3"
 
@@ -101,7 +101,7 @@ def test_a_missing_file(tmp_path):
 
 def test_every_profile_has_its_fixups():
     """The +ds repacks lack the edk2 firmware: each profile carries the fix-up."""
-    from harness.baseline import fixup_message
+    from harness.stages.baseline import fixup_message
     for name in load_baselines().profiles:
         diffs = sorted((config.ROOT / "harness" / "fixups" / name).glob("*.diff"))
         assert [d.name for d in diffs] == [

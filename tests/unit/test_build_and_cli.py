@@ -8,10 +8,12 @@ import sys
 
 import pytest
 
-from harness import bootstrap, pipeline, qbuild, runner
-from harness.config import PROFILES, ROOT, Layout
-from harness.errors import BuildFailed, BuildMissing, EnvironmentProblem, HarnessError
-from harness.paths import build_paths
+from harness.core import pipeline, runner
+from harness.core.config import PROFILES, ROOT, Layout
+from harness.core.errors import BuildFailed, BuildMissing, EnvironmentProblem, HarnessError
+from harness.stages import build as qbuild
+from harness.stages import setup as bootstrap
+from harness.stages.paths import build_paths
 
 
 @pytest.fixture
@@ -143,13 +145,14 @@ def test_runner_input_to_a_command_that_does_not_read_it(log):
 
 
 def test_pipeline_stops_at_first_failure_and_prints_timings(tmp_path, capsys):
+    from harness.cli import Printer
     ran = []
 
-    def ok(ctx, log):
+    def ok(ctx, request, log):
         ran.append("ok")
-        return "fine"
+        return pipeline.Outcome("fine")
 
-    def boom(ctx, log):
+    def boom(ctx, request, log):
         ran.append("boom")
         raise BuildFailed("it broke", hint="fix it")
 
@@ -157,17 +160,61 @@ def test_pipeline_stops_at_first_failure_and_prints_timings(tmp_path, capsys):
     stages = [pipeline.Stage("one", ok), pipeline.Stage("two", boom),
               pipeline.Stage("three", ok)]
     with pytest.raises(HarnessError):
-        pipeline.run_stages(stages, ctx)
+        pipeline.run_stages(stages, ctx, observer=Printer())
     assert ran == ["ok", "boom"]
     out = capsys.readouterr().out
     assert "one          ok" in out and "two          FAILED" in out and "three" not in out
     assert "FAILED: it broke" in (tmp_path / "out/logs/two.log").read_text()
 
 
+def test_stages_print_nothing_and_return_typed_outcomes(tmp_path, capsys):
+    """The core is silent (the CLI's Printer prints); a FAILED outcome's tables reach the
+    observer before its error is raised; every run has a status, a time and a log."""
+    seen = []
+
+    class Collect(pipeline.Observer):
+        def finished(self, run):
+            seen.append(run)
+
+    def tables(ctx, request, log):
+        return pipeline.Outcome.failed(BuildFailed("2 failed"), result=[1, 2],
+                                       text="| step | result |")
+
+    ctx = pipeline.Context(layout=Layout(root=tmp_path, cache=tmp_path / "c"))
+    with pytest.raises(BuildFailed):
+        pipeline.run_stages([pipeline.Stage("bisect", tables)], ctx, observer=Collect())
+    assert capsys.readouterr().out == ""
+    (run,) = seen
+    assert run.status is pipeline.Status.FAILED and not run.ok
+    assert run.outcome.result == [1, 2] and run.outcome.text == "| step | result |"
+    assert run.summary == "2 failed" and run.log == tmp_path / "out/logs/bisect.log"
+
+
+def test_requests_are_typed_from_the_command_line():
+    """Each stage gets its own frozen request built from the parsed arguments: options of
+    other commands do not leak in, absent ones keep the request's defaults."""
+    from harness.cli import parser
+    from harness.stages import STAGES
+    from harness.stages.build import BuildRequest
+
+    args = parser().parse_args(["build", "--only", "stock", "-j", "3"])
+    req = STAGES["build"].make_request(args)
+    assert req == BuildRequest(only="stock", asan=False, jobs=3)
+    assert req.profiles() == ["stock"]
+    assert BuildRequest(asan=True).profiles() == ["patched", "stock", "patched-asan"]
+    args = parser().parse_args(["all", "--asan"])
+    assert STAGES["import"].make_request(args).source == "debian"
+    assert STAGES["build"].make_request(args).profiles()[-1] == "patched-asan"
+    with pytest.raises(TypeError):
+        STAGES["apply"].request(force=True)  # not an option of apply
+    for stage in STAGES.values():  # every stage's request has defaults for every field
+        stage.make_request()
+
+
 def test_metadata_json_shape(fake_tree, log, monkeypatch):
     import subprocess as sp
 
-    from harness.config import select_baseline
+    from harness.core.config import select_baseline
     BASELINE = select_baseline()
     tree = fake_tree.qemu
     for cmd in (["init", "-q"], ["add", "-A"],
@@ -194,7 +241,7 @@ def _cli_project(project, log):
     """The real build.py and harness in the fake project, qemu/ imported as 10.0.13."""
     import shutil
 
-    from harness import baseline
+    from harness.stages import baseline
     shutil.copytree(ROOT / "harness", project.root / "harness", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__", "fixups"))
     shutil.copy(ROOT / "build.py", project.root / "build.py")
@@ -248,7 +295,7 @@ def test_cli_unknown_baseline_and_status(project, log):
 
 
 def test_test_stage_hands_the_baseline_down(tmp_path, log, monkeypatch):
-    from harness import testrun
+    from harness.stages import testrun
     seen = {}
 
     def fake_run(argv, log, cwd=None, env=None, check=True, input=None):
@@ -283,7 +330,7 @@ def test_runner_kills_a_hung_command_and_its_children(log):
     holding the output pipe included): CommandTimeout, even with check=False."""
     import time
 
-    from harness.errors import CommandTimeout
+    from harness.core.errors import CommandTimeout
     start = time.monotonic()
     with pytest.raises(CommandTimeout) as err:
         runner.run(["sh", "-c", "echo started; sleep 60 & sleep 60"], log, timeout=0.5,
@@ -308,7 +355,7 @@ def test_setup_installs_what_the_tests_need():
     with `build.py setup`; every pytest run has a per-test timeout."""
     import tomllib
 
-    from harness.config import APT_PACKAGES, PIP_PACKAGES
+    from harness.core.config import APT_PACKAGES, PIP_PACKAGES
     assert "valgrind" in APT_PACKAGES
     assert "pytest-timeout" in PIP_PACKAGES
     ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]

@@ -1,5 +1,5 @@
 """The error contract: every entry point maps the one hierarchy to the README's exit codes
-and ends with a `next:` line (build.py, harness.snaptree, images, bench) — no QEMU build."""
+and ends with a `next:` line (build.py, snaptree, images, bench) — no QEMU build."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import sys
 import pytest
 
 import build as cli
-from harness import errors, runner, stages
-from harness.config import ROOT, Layout
-from harness.errors import (
+from harness import stages
+from harness.core import errors, runner
+from harness.core.config import ROOT, Layout
+from harness.core.errors import (
     BuildFailed,
     BuildMissing,
     CommandFailed,
@@ -19,7 +20,7 @@ from harness.errors import (
     HarnessError,
     NotReady,
 )
-from harness.pipeline import Stage
+from harness.core.pipeline import Stage
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def test_nothing_raises_the_bare_base_class():
 
 
 def _stage_running(argv):
-    def func(ctx, log):
+    def func(ctx, request, log):
         runner.run(argv, log)
         return "not reached"
     return func
@@ -82,7 +83,7 @@ def test_missing_trees_are_not_usage_errors(layout, monkeypatch, capsys):
     assert cli.main(["build"], layout=layout) == 3
     err = capsys.readouterr().err
     assert f"error: {layout.qemu} is not imported yet" in err and "import` first" in err
-    monkeypatch.setattr(stages, "require_tree", lambda ctx, command: {})
+    monkeypatch.setattr(stages.baseline, "require_selected", lambda ctx, command: {})
     assert cli.main(["build", "--only", "stock"], layout=layout) == 3
     err = capsys.readouterr().err
     assert "error: no stock tree (qemu-stock/)" in err
@@ -90,8 +91,8 @@ def test_missing_trees_are_not_usage_errors(layout, monkeypatch, capsys):
 
 
 def test_missing_qemu_tree_is_not_ready(layout, log):
-    from harness import qbuild
-    from harness.config import PROFILES, select_baseline
+    from harness.core.config import PROFILES, select_baseline
+    from harness.stages import build as qbuild
     with pytest.raises(NotReady) as err:
         qbuild.build(PROFILES["patched"], layout, log, select_baseline())
     assert err.value.exit_code == 3 and "build.py import" in err.value.hint
@@ -163,7 +164,7 @@ def test_commands_on_a_tree_never_imported_are_not_ready(layout, command, capsys
 
 
 def test_bisect_tree_needs_an_import(layout, log):
-    from harness import bisect
-    from harness.config import select_baseline
+    from harness.core.config import select_baseline
+    from harness.stages import bisect
     with pytest.raises(NotReady, match="qemu/ is not imported"):
         bisect._prepare_tree(layout, select_baseline(), log)

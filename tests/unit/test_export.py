@@ -7,8 +7,8 @@ import sys
 import pytest
 from conftest import commit_change, git, make_stack, snapshot_dir
 
-from harness import export, series
-from harness.errors import NotReady, PatchConflict
+from harness.core.errors import NotReady, PatchConflict
+from harness.stages import export, series
 
 NAMES = ["stable-fixes", "snapshot-identity", "vm-lineage", "query-netdevs"]
 

@@ -1,4 +1,4 @@
-"""tests/qemu/lib/features.py and the `series` expectation in tests/qemu/conftest.py, with
+"""rig/features.py and the `series` expectation in tests/qemu/conftest.py, with
 fake qemu-img / qemu-system-x86_64 that answer the probe as stock or patched QEMU do."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from harness.config import ROOT
-from harness.report import junit_counts
-from tests.qemu.lib import features
-from tests.qemu.lib.builds import QemuBuild
+from harness.core.config import ROOT
+from harness.stages.report import junit_counts
+from rig import features
+from rig.builds import QemuBuild
 
 # `qemu-img snapshot -l` headers: stock 10.0.13, and with the series (patch 0007's 267.out)
 STOCK_LIST = """Snapshot list:
@@ -108,7 +108,7 @@ def test_needed_and_lacking():
 
 def test_absent_is_not_an_assertion():
     """The expected failure of a series test is an absent feature, never a failed assert."""
-    from tests.qemu.lib.errors import FeatureAbsent, QMPCommandError
+    from rig.errors import FeatureAbsent, QMPCommandError
     assert not issubclass(AssertionError, features.ABSENT)
     assert issubclass(FeatureAbsent, features.ABSENT) and issubclass(KeyError, features.ABSENT)
     assert issubclass(QMPCommandError, features.ABSENT)
@@ -136,7 +136,7 @@ def test_probe_of_a_broken_tool_is_an_error_not_an_absent_feature(tmp_path):
 SERIES_TESTS = '''
 import pytest
 
-from tests.qemu.lib.errors import QMPCommandError
+from rig.errors import QMPCommandError
 
 pytestmark = pytest.mark.series("query-netdevs")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import git
 
-from harness.errors import CommandFailed
-from harness.git import Git
+from harness.core.errors import CommandFailed
+from harness.core.git import Git
 
 
 def _repo(tmp_path):

@@ -152,7 +152,7 @@ def test_every_script_line_is_a_real_build_py_command(ci):
 
 
 def test_the_parent_triggers_the_pipeline_once_per_gating_baseline():
-    from harness.config import select_baseline
+    from harness.core.config import select_baseline
     doc = yaml.safe_load(PARENT_FILE.read_text())
     jobs = {k: v for k, v in doc.items() if k not in GLOBAL_KEYWORDS}
     assert set(jobs) == {"baseline"}
@@ -167,7 +167,7 @@ def test_the_parent_triggers_the_pipeline_once_per_gating_baseline():
 
 
 def test_baselines_are_profiles_and_port_does_not_gate(ci):
-    from harness.config import select_baseline
+    from harness.core.config import select_baseline
     doc, jobs = ci
     select_baseline(doc["variables"]["BASELINE"])
     select_baseline(doc["variables"]["PORT_BASELINE"])

@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from harness import libvirt as hlibvirt
-from harness import peers, report, stages, testrun
-from harness.config import APT_PACKAGES, Layout
-from harness.errors import EnvironmentProblem
-from harness.pipeline import Context
-from tests.libvirt.lib import daemon, lineage, nsinit, scenario, summary, virsh
-from tests.libvirt.lib.domain import DomainSpec, domain_xml
-from tests.libvirt.lib.lineage import Model, Tree
-from tests.qemu.lib import qcow2
+from harness import stages
+from harness.core.config import APT_PACKAGES, Layout
+from harness.core.errors import EnvironmentProblem
+from harness.core.pipeline import Context
+from harness.stages import libvirt as hlibvirt
+from harness.stages import peers, report, testrun
+from rig import qcow2
+from rig.libvirt import daemon, lineage, nsinit, scenario, summary, virsh
+from rig.libvirt.domain import DomainSpec, domain_xml
+from rig.libvirt.lineage import Model, Tree
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).with_name("data") / "libvirt"
@@ -422,7 +423,7 @@ def test_the_libvirt_chroot_is_built_probed_with_libvirtd_and_cached(tmp_path):
             out = "libvirtd (libvirt) 11.3.0\n"
         return subprocess.CompletedProcess(argv, 0, out, "")
 
-    from harness.runner import NullLog
+    from harness.core.runner import NullLog
     layout = Layout(root=tmp_path / "p", cache=tmp_path / "c")
     src = [peers.aptsrc.Source("http://mirror.invalid/debian", False)]
     peer = hlibvirt.LIBVIRTS["trixie"].chroot
@@ -448,11 +449,13 @@ def test_stage_checks_the_host_and_prepares_the_chroot(tmp_path, monkeypatch, ca
         return peers.Prepared(root, True, 21.9)
 
     monkeypatch.setattr(hlibvirt.peers, "ensure", ensure)
-    summary = stages.libvirt_(Context(layout=layout, options={"rebuild": True}), None)
+    outcome = hlibvirt.stage(Context(layout=layout), hlibvirt.LibvirtRequest(rebuild=True),
+                             None)
     assert seen["peer"] == "libvirt-trixie" and seen["rebuild"] is True
-    assert summary == "2 libvirt(s): host 9.0.0 (installed 0.0s), trixie 11.3.0 (built 21.9s)"
-    out = capsys.readouterr().out
-    assert "trixie   11.3.0   built" in out and "/c/libvirt-trixie-x" in out
+    assert outcome.summary == \
+        "2 libvirt(s): host 9.0.0 (installed 0.0s), trixie 11.3.0 (built 21.9s)"
+    assert [p.name for p in outcome.result] == ["host", "trixie"]
+    assert "trixie   11.3.0   built" in outcome.text and "/c/libvirt-trixie-x" in outcome.text
     monkeypatch.setattr(hlibvirt.bootstrap, "missing_debs", lambda pkgs, log=None: ["virsh"])
     with pytest.raises(EnvironmentProblem) as err:
         hlibvirt.ensure_all(layout)

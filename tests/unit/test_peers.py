@@ -1,4 +1,4 @@
-"""harness/peers.py without chroots: the command lines it would run, the cache, the errors
+"""harness/stages/peers.py without chroots: the command lines it would run, the cache, the errors
 (a fake runner stands in for mmdebstrap and chroot; outputs are recorded from real peers)."""
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import aptsrc, peers, stages, testrun
-from harness.config import Layout
-from harness.errors import CommandFailed, EnvironmentProblem, PeerError
-from harness.pipeline import Context
+from harness.core import aptsrc
+from harness.core.config import Layout
+from harness.core.errors import CommandFailed, EnvironmentProblem, PeerError
+from harness.core.pipeline import Context
+from harness.stages import peers, testrun
 
 ROOT = Path(__file__).resolve().parents[2]
 MAIN = aptsrc.Source("http://mirror.invalid/debian", False)
@@ -333,12 +334,11 @@ def test_stage_prints_the_table(layout, monkeypatch, capsys):
         return [peers.Prepared(root, False, 0.01)]
 
     monkeypatch.setattr(peers, "ensure_all", fake)
-    ctx = Context(layout=layout, options={"only_peer": ["sid"], "rebuild": True})
-    summary = stages.peers_(ctx, None)
+    outcome = peers.stage(Context(layout=layout),
+                          peers.PeersRequest(only_peer=["sid"], rebuild=True), None)
     assert seen == {"names": ["sid"], "rebuild": True}
-    assert summary == "1 peer(s): sid 11.1.3 (cached 0.0s)"
-    out = capsys.readouterr().out
-    assert "sid   11.1.3  1:11.1.3  cached" in out and "/c/sid-x" in out
+    assert outcome.summary == "1 peer(s): sid 11.1.3 (cached 0.0s)"
+    assert "sid   11.1.3  1:11.1.3  cached" in outcome.text and "/c/sid-x" in outcome.text
 
 
 def test_cli_peers_options():
@@ -362,7 +362,7 @@ def test_peers_suite_runs_in_parallel_and_writes_peers_json(layout):
 
 
 def test_config_installs_what_the_peers_need():
-    from harness.config import APT_PACKAGES, PIP_PACKAGES
+    from harness.core.config import APT_PACKAGES, PIP_PACKAGES
 
     assert "mmdebstrap" in APT_PACKAGES and "pytest-xdist" in PIP_PACKAGES
 
@@ -371,7 +371,7 @@ def test_config_installs_what_the_peers_need():
 
 
 def test_report_renders_the_matrix_per_writer():
-    from harness import report
+    from harness.stages import report
 
     cell = {"kind": "matrix", "writer": "patched", "writer_version": "10.0.13",
             "identity": "record32 (written by the build)", "peer_version": "5.2.0"}  # fmt: skip

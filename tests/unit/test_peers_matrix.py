@@ -1,5 +1,5 @@
-"""The peer matrix's expectations (tests/peers/matrix.py) and its reading of the current
-snapshot (the 32-byte record of tests/qemu/lib/qcow2.py), on images built byte by byte here:
+"""The peer matrix's expectations (rig/peers/matrix.py) and its reading of the current
+snapshot (the 32-byte record of rig/qcow2.py), on images built byte by byte here:
 no QEMU."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import matrix as mx
-from tests.peers.lib import image as im
-from tests.qemu.lib import qcow2
+from rig import qcow2
+from rig.peers import image as im
+from rig.peers import matrix as mx
 
 C = mx.Current
 MiB = mx.MiB

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import FAKE_FILES, git, make_stack, make_tarball
 
-from harness import baseline, export, port, report, series, stages
-from harness.config import Layout
-from harness.pipeline import Context
+from harness.core.config import Layout
+from harness.core.pipeline import Context, Status
+from harness.stages import baseline, clean, export, port, report, series
 
 TOY_CONFIGURE = ("#!/bin/sh\nprintf 'rule cc\\n  command = gcc -Wall -Werror -c $in -o $out\\n"
                  "build main.o: cc ../main.c\\n' > build.ninja\n")
@@ -121,13 +121,12 @@ def test_a_port_tree_of_other_contents_is_imported_again(ported, log):
 
 
 def test_port_stage_is_not_gating_and_the_report_shows_the_table(ported, log, capsys):
-    ctx = Context(layout=ported.layout, baseline=ported.old,
-                  options={"tarball": ported.old_tarball, "no_build": True})
-    summary = stages.port_(ctx, log)
-    assert summary.startswith("3 of 5 patch(es) apply on 9.0.0")
-    assert "toy/0004-qcow2-a-snapshot-uuid.patch does not apply" in summary
+    ctx = Context(layout=ported.layout, baseline=ported.old)
+    outcome = port.stage(ctx, port.PortRequest(tarball=ported.old_tarball, no_build=True), log)
+    assert outcome.summary.startswith("3 of 5 patch(es) apply on 9.0.0")
+    assert "toy/0004-qcow2-a-snapshot-uuid.patch does not apply" in outcome.summary
     # each patch named with its series
-    assert "| toy/0004-qcow2-a-snapshot-uuid.patch | NO |" in capsys.readouterr().out
+    assert "| toy/0004-qcow2-a-snapshot-uuid.patch | NO |" in outcome.text
     data = json.loads((ported.layout.results / "port-9.0.0.json").read_text())
     assert data["profile"] == "9.0.0" and data["build"] is False
     assert {s["series"] for s in data["steps"][1:]} == {"toy"}
@@ -141,17 +140,19 @@ def test_port_stage_is_not_gating_and_the_report_shows_the_table(ported, log, ca
 
 
 def test_port_fails_when_the_baseline_itself_does_not_build(ported, log):
-    from harness.errors import BuildFailed
+    from harness.core.errors import BuildFailed
     broken = dict(TOY, VERSION="9.0.0\n", **{"main.c": "int main(void) { return 0 }\n"})
     sha = make_tarball(ported.old_tarball, broken, topdir="qemu-9.0.0")
     ported.old = replace(ported.old, orig_sha256=sha)
-    ctx = Context(layout=ported.layout, baseline=ported.old,
-                  options={"tarball": ported.old_tarball})
+    ctx = Context(layout=ported.layout, baseline=ported.old)
     # patch 1 no longer applies either; the tree still gets its table
-    with pytest.raises(BuildFailed) as err:
-        stages.port_(ctx, log)
-    assert "baseline 9.0.0 itself does not build" in err.value.message
-    assert "harness/fixups/9.0.0/" in err.value.hint and "--no-build" in err.value.hint
+    outcome = port.stage(ctx, port.PortRequest(tarball=ported.old_tarball), log)
+    assert outcome.status is Status.FAILED
+    assert "0001" in outcome.text  # the table is still shown
+    err = outcome.error
+    assert isinstance(err, BuildFailed)
+    assert "baseline 9.0.0 itself does not build" in err.message
+    assert "harness/fixups/9.0.0/" in err.hint and "--no-build" in err.hint
     data = json.loads((ported.layout.results / "port-9.0.0.json").read_text())
     assert data["steps"][0]["built"] is False
     assert all(s["built"] is None for s in data["steps"][1:])
@@ -160,16 +161,15 @@ def test_port_fails_when_the_baseline_itself_does_not_build(ported, log):
 def test_clean_trees_removes_the_port_trees(ported, log):
     _run(ported, log, build=False)
     assert ported.layout.port_dir.exists()
-    ctx = Context(layout=ported.layout, baseline=ported.baseline,
-                  options={"trees": True, "force": True})
-    stages.clean(ctx, log)
+    ctx = Context(layout=ported.layout, baseline=ported.baseline)
+    clean.stage(ctx, clean.CleanRequest(trees=True, force=True), log)
     assert not ported.layout.port_dir.exists() and not ported.layout.qemu.exists()
 
 
 def test_port_command_line():
     import importlib.util
 
-    from harness.config import ROOT
+    from harness.core.config import ROOT
     spec = importlib.util.spec_from_file_location("build_cli", ROOT / "build.py")
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
@@ -183,10 +183,10 @@ def test_port_command_line():
 
 
 def test_port_without_patches_is_a_usage_error(project, log):
-    from harness.errors import UsageError
+    from harness.core.errors import UsageError
     ctx = Context(layout=project.layout, baseline=project.baseline)
     with pytest.raises(UsageError, match="no patches to port"):
-        stages.port_(ctx, log)
+        port.stage(ctx, port.PortRequest(), log)
 
 
 def test_port_tries_an_independent_series_alone_after_a_conflict(ported, log):

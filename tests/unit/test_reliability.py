@@ -10,11 +10,10 @@ import uuid as uuidlib
 
 import pytest
 
-from harness import report
-from tests.reliability import known
-from tests.reliability.lib import blkdebug, dmlog
-from tests.reliability.lib import crashstates as cs
-from tests.reliability.lib.invariants import (
+from harness.stages import report
+from rig.reliability import blkdebug, dmlog, known
+from rig.reliability import crashstates as cs
+from rig.reliability.invariants import (
     Change,
     CheckOutcome,
     ImageView,
@@ -24,7 +23,7 @@ from tests.reliability.lib.invariants import (
     committed,
     verify,
 )
-from tests.reliability.lib.observe import Result, classify_check
+from rig.reliability.observe import Result, classify_check
 
 S = 512
 
@@ -324,12 +323,13 @@ def test_known_bugs_classify_only_when_every_problem_is_known(monkeypatch):
 
 def test_every_known_bug_has_a_reproducer_and_a_write_up():
     from pathlib import Path
-    bugs = Path(known.__file__).parent / "bugs"
+    suite = Path(__file__).resolve().parents[1] / "reliability"
+    bugs = suite / "bugs"
     text = (bugs / "BUGS.md").read_text()
     for b in known.KNOWN:
         assert (bugs / b.reproducer).is_file(), b.reproducer
         assert f"## {b.id}:" in text, b.id
-    regressions = Path(known.__file__).parent / "regressions"
+    regressions = suite / "regressions"
     for meta in regressions.glob("*.json"):
         data = json.loads(meta.read_text())
         assert (regressions / data["image"]).is_file()

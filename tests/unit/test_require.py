@@ -1,4 +1,4 @@
-"""tests/qemu/lib/require.py: a missing capability skips, or fails when the run requires
+"""rig/require.py: a missing capability skips, or fails when the run requires
 everything (--require-all, QEMU_HARNESS_REQUIRE_ALL=1, CI=true) — no QEMU build needed."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import ROOT
-from tests.qemu.lib import builds
-from tests.qemu.lib.require import Requirements, required_by
+from harness.core.config import ROOT
+from rig import builds
+from rig.require import Requirements, required_by
 
 SKIPPED = pytest.skip.Exception
 FAILED = pytest.fail.Exception

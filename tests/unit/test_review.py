@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from conftest import commit_change, copy_of_template, git, import_fake, make_stack
 
-from harness import bisect, export, report, review, series
-from harness.config import Layout
-from harness.git import Git
-from harness.runner import NullLog
+from harness.core.config import Layout
+from harness.core.git import Git
+from harness.core.runner import NullLog
+from harness.stages import bisect, export, report, series
+from harness.stages import checkpatch as review
 
 DATA = Path(__file__).parent / "data"
 
@@ -248,7 +249,7 @@ def test_report_gathers_results_and_names_missing_inputs(tmp_path):
         "baseline": {"profile": "10.2.2", "upstream": "10.2.2", "ident": "qemu 1:10.2.2+ds-1",
                      "source": "debian", "orig_sha256": "be05230f" * 8, "base_commit": "c" * 40},
         "head": "c" * 40, "series": [], "built_at": "2026-01-01T00:00:00Z"}))
-    from harness.config import select_baseline
+    from harness.core.config import select_baseline
     path = report.write(layout, select_baseline("10.2.2"))
     md = path.read_text()
     assert "Selected baseline profile: 10.2.2 (QEMU 10.2.2, qemu 1:10.2.2+ds-1)." in md
@@ -269,7 +270,7 @@ def test_report_gathers_results_and_names_missing_inputs(tmp_path):
 
 
 def test_closing_line_sums_the_suites(tmp_path):
-    from harness import testrun
+    from harness.stages import testrun
     layout = Layout(root=tmp_path, cache=tmp_path / "cache")
     layout.results.mkdir(parents=True)
     (layout.results / "junit-unit.xml").write_text(
@@ -324,8 +325,8 @@ def test_report_reads_results_from_before_several_series(tmp_path):
 
 
 def test_build_metadata_and_report_name_the_series_of_each_commit(exported, log):
-    from harness import qbuild
-    from harness.config import PROFILES
+    from harness.core.config import PROFILES
+    from harness.stages import build as qbuild
     layout = exported.layout
     PROFILES["patched"].build_dir(layout).mkdir()
     meta = qbuild.write_metadata(PROFILES["patched"], layout, [], exported.baseline, log)

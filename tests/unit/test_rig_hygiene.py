@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 import re
 
-from harness.config import ROOT
+from harness.core.config import ROOT
 
 QEMU_TESTS = sorted((ROOT / "tests" / "qemu").glob("test_*.py"))
 

@@ -3,14 +3,14 @@
 Recordings live in tests/unit/data/rig/ (README.md there says where each comes from;
 record.py re-records the monitor ones):
   iotests `check -tap` output        -> tests/qemu/test_iotests.parse_tap
-  HMP readline bytes + transcripts   -> lib/hmp.clean and the HMP client (replayed through a
+  HMP readline bytes + transcripts   -> rig/hmp.clean and the HMP client (replayed through a
                                         fake monitor socket: echo stripping, error patterns)
-  `info network` (+ query-netdevs)   -> lib/netdevs.parse_info_network / compare, and
+  `info network` (+ query-netdevs)   -> rig/netdevs.parse_info_network / compare, and
                                         test_vm_monitors.parse_info_network
-  `info snapshots`                   -> lib/snapshots.HMPSnapshots.tags
+  `info snapshots`                   -> rig/snapshots.HMPSnapshots.tags
   the guest kernel's modules.dep     -> images/guest.module_load_order
-  valgrind --leak-check=full logs    -> lib/netdevs.parse_valgrind_leaks
-  guest console logs                 -> lib/console.Console counters / wait_for
+  valgrind --leak-check=full logs    -> rig/netdevs.parse_valgrind_leaks
+  guest console logs                 -> rig/console.Console counters / wait_for
 """
 
 from __future__ import annotations
@@ -23,23 +23,17 @@ import shutil
 import socket
 import tempfile
 import threading
-import warnings
 from pathlib import Path
 
 import pytest
 
 from images import guest as guest_mod
-from tests.qemu.lib import hmp as hmp_mod
-from tests.qemu.lib import netdevs as nd
-from tests.qemu.lib.console import Console
-from tests.qemu.lib.errors import HMPError
-from tests.qemu.lib.snapshots import HMPSnapshots
-from tests.qemu.test_vm_monitors import parse_info_network as monitors_parse_info_network
-
-with warnings.catch_warnings():
-    # test_iotests marks its tests `iotests`, a marker only tests/qemu/conftest.py registers
-    warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
-    from tests.qemu.test_iotests import IOTESTS, parse_tap
+from rig import hmp as hmp_mod
+from rig import netdevs as nd
+from rig.console import Console
+from rig.errors import HMPError
+from rig.iotests import IOTESTS, parse_tap
+from rig.snapshots import HMPSnapshots
 
 DATA = Path(__file__).resolve().parent / "data" / "rig"
 BUILDS = ("patched", "stock")
@@ -350,21 +344,6 @@ def test_compare_reports_each_difference():
 def test_stock_has_no_query_netdevs():
     for answers in json.loads((DATA / "qmp-stock.json").read_text()).values():
         assert all(a["class"] == "CommandNotFound" for a in answers)
-
-
-@pytest.mark.parametrize("build", BUILDS)
-def test_monitors_parse_info_network_on_recorded_output(build):
-    """tests/qemu/test_vm_monitors.py's simpler parser (no hubs) on the outputs it serves."""
-    entries = monitors_parse_info_network(hmp_output(build, "default", "info network", 1))
-    assert {n: (e["type"], e["peer"]) for n, e in entries.items()} == {
-        "nic0": ("nic", "net0"),
-        "net0": ("user", "nic0"),
-        "nic1": ("nic", "net1"),
-        "net1": ("user", "nic1"),
-        "hot0": ("user", None),
-    }
-    assert entries["nic1"]["info"] == "model=virtio-net-pci,macaddr=52:54:00:12:34:02"
-    assert monitors_parse_info_network(hmp_output(build, "empty", "info network")) == {}
 
 
 # -- info snapshots ------------------------------------------------------------------------

@@ -7,9 +7,9 @@ import shutil
 import pytest
 from conftest import commit_change, git
 
-from harness import export, series
-from harness.errors import NotReady, PatchConflict, UsageError
-from harness.runner import NullLog
+from harness.core.errors import NotReady, PatchConflict, UsageError
+from harness.core.runner import NullLog
+from harness.stages import export, series
 
 NAMES = ["stable-fixes", "snapshot-identity", "vm-lineage", "query-netdevs"]
 
@@ -271,7 +271,7 @@ def test_apply_before_import(project, log):
 def test_conflicting_files_from_recorded_git_am_output(tmp_path):
     """Each way `git am -3` reports a file it cannot handle (recorded outputs; the
     last is the real series on 10.2.2, where docs/interop/qcow2.txt became .rst)."""
-    from harness.git import Git
+    from harness.core.git import Git
     tree = tmp_path / "t"
     tree.mkdir()
     git(tree, "init", "-q")
@@ -294,11 +294,13 @@ def test_conflicting_files_from_recorded_git_am_output(tmp_path):
 # -- status -----------------------------------------------------------------------
 
 def _status(project, capsys):
-    from harness import stages
-    from harness.pipeline import Context
+    from harness.core.pipeline import Context, NoRequest
+    from harness.stages import status
     ctx = Context(layout=project.layout, baseline=project.baseline)
-    assert stages.status(ctx, NullLog()) == "status shown"
-    return [line.strip() for line in capsys.readouterr().out.splitlines()]
+    outcome = status.stage(ctx, NoRequest(), NullLog())
+    assert outcome.summary == "status shown"
+    assert capsys.readouterr().out == ""  # the CLI prints outcome.text
+    return [line.strip() for line in outcome.text.splitlines()]
 
 
 def test_status_shows_each_series_patches_and_commits(exported, capsys):
@@ -330,11 +332,10 @@ def test_status_names_the_old_layout_instead_of_failing(project, capsys):
 # -- clean --trees ----------------------------------------------------------------
 
 def _clean_trees(project, **options):
-    from harness import stages
-    from harness.pipeline import Context
-    ctx = Context(layout=project.layout, baseline=project.baseline,
-                  options={"trees": True, **options})
-    return stages.clean(ctx, NullLog())
+    from harness.core.pipeline import Context
+    from harness.stages import clean
+    ctx = Context(layout=project.layout, baseline=project.baseline)
+    return clean.stage(ctx, clean.CleanRequest(trees=True, **options), NullLog()).summary
 
 
 def test_clean_trees_keeps_work_on_a_series_branch(exported):
@@ -363,7 +364,7 @@ def test_clean_trees_keeps_unexported_commits_unless_forced(exported):
 
 
 def test_patch_ids_of_files_match_one_by_one_and_the_commits(exported, tmp_path):
-    from harness.git import Git
+    from harness.core.git import Git
     repo = Git(exported.layout.qemu)
     files = series.read_series(exported.layout.patches)
     cover = exported.layout.patches / "vm-lineage" / series.COVER  # no diff: ""

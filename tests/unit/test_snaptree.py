@@ -1,4 +1,4 @@
-"""harness/snaptree.py on recorded data: no QEMU (a fake qemu-img and a fake QMP server)."""
+"""snaptree/tree.py on recorded data: no QEMU (a fake qemu-img and a fake QMP server)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import uuid as uuidlib
 
 import pytest
 
-from harness import snaptree
+from snaptree import tree as snaptree
 
 U = {k: f"{i:08x}-2a5b-4fd3-8b0e-4e2c1d0a7a64" for i, k in enumerate("abcdefgh", 1)}
 

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 import build as cli
-from harness import testrun
-from harness.config import Layout
+from harness.core.config import Layout
+from harness.stages import testrun
 
 FAKE_PYTEST = '''#!{python}
 """Stands in for `python -m pytest`: writes the suite's JUnit file, prints pytest's last

@@ -1,4 +1,4 @@
-"""tests/qemu/lib/waiting.py and the rig's event waits, without QEMU: real processes, files
+"""rig/waiting.py and the rig's event waits, without QEMU: real processes, files
 and sockets, each wait proven to return on the event and not before."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from tests.qemu.lib import waiting
-from tests.qemu.lib.console import Console
-from tests.qemu.lib.errors import GuestFailure, VMTimeout
+from rig import waiting
+from rig.console import Console
+from rig.errors import GuestFailure, VMTimeout
 
 
 def _later(seconds: float, fn) -> threading.Timer:
@@ -152,7 +152,7 @@ def _fake_qemu_qmp(sock: socket.socket, events_after: dict[str, list[dict]],
 
 
 def test_run_job_waits_for_the_concluded_event(tmp_path):
-    from tests.qemu.lib.qmp import QMP
+    from rig.qmp import QMP
 
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     change = [{"event": "JOB_STATUS_CHANGE", "data": {"id": "j1", "status": s}}

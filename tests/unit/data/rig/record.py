@@ -25,8 +25,8 @@ REPO = HERE.parents[3]
 sys.path.insert(0, str(REPO))
 
 import images  # noqa: E402
-from tests.qemu.lib import builds  # noqa: E402
-from tests.qemu.lib.machine import VM, MachineProfile  # noqa: E402
+from rig import builds  # noqa: E402
+from rig.machine import VM, MachineProfile  # noqa: E402
 
 NO_NICS = MachineProfile(nics=())
 

@@ -1,0 +1,113 @@
+"""Fault injection: run a write path with blkdebug failing one request, then check the
+image with the invariants, knowing the exit code (invariants.verify(reported=...)).
+
+Which requests: every write (1..W) and every flush (1..F) of the path, W and F counted in
+the blklogwrites log of the same operation (it is deterministic), plus one past the last
+as a control (nothing fails: the operation must succeed and its result be complete); with
+``events``, also the first ``per_event`` occurrences of each qcow2 metadata event.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import dmlog
+from .blkdebug import QCOW2_EVENTS, Fault, rules
+from .invariants import ImageView, verify
+from .observe import Runner, Tool, observe
+from .scenario import WritePath, blkdebug_opts, blklogwrites_opts
+
+
+def count_requests(run: Runner, wp: WritePath, pre: Path, runner: Tool,
+                   work: Path) -> tuple[int, int]:
+    """(writes, flushes) the path makes, from a blklogwrites run on a copy of ``pre``."""
+    image, log = work / "count.qcow2", work / "count.log"
+    image.write_bytes(pre.read_bytes())
+    log.write_bytes(b"")
+    res = run.run(wp.argv(runner, blklogwrites_opts(image, log)))
+    if res.returncode != 0:
+        raise RuntimeError(f"{wp.name} fails without a fault: {res.first_lines()}")
+    counts = dmlog.parse_file(log).counts()
+    image.unlink()
+    log.unlink()
+    return counts["writes"], counts["flushes"]
+
+
+def plan(writes: int, flushes: int, errnos: tuple[int, ...], events: bool,
+         per_event: int = 3) -> list[Fault]:
+    out = []
+    for errno in errnos:
+        out += [Fault("write", i, errno) for i in range(1, writes + 2)]
+        out += [Fault("flush", i, errno) for i in range(1, flushes + 2)]
+        if events:
+            out += [Fault("event", i, errno, ev) for ev in QCOW2_EVENTS
+                    for i in range(1, per_event + 1)]
+    return out
+
+
+@dataclass
+class FaultRun:
+    fault: Fault
+    exit: int | None
+    message: str
+    problems: list[str]
+    control: bool  # the index is past the last request: nothing was injected
+
+    def to_json(self) -> dict:
+        return {"fault": self.fault.label(), "exit": self.exit, "message": self.message,
+                "problems": self.problems}
+
+
+@dataclass
+class FaultsResult:
+    path: str
+    writes: int = 0
+    flushes: int = 0
+    runs: list[FaultRun] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failures(self) -> list[FaultRun]:
+        return [r for r in self.runs if r.problems]
+
+    def to_json(self) -> dict:
+        failed_ops = sum(1 for r in self.runs if r.exit not in (0, None))
+        return {"path": self.path, "writes": self.writes, "flushes": self.flushes,
+                "runs": len(self.runs), "op_failed": failed_ops,
+                "op_succeeded": len(self.runs) - failed_ops,
+                "failed_runs": len(self.failures),
+                "failures": [r.to_json() for r in self.failures[:20]],
+                "seconds": round(self.seconds, 1)}
+
+
+def inject(run: Runner, wp: WritePath, pre: Path, before: ImageView, faults: list[Fault],
+           runner: Tool, patched: Tool, peers: list[Tool], work: Path, *,
+           writes: int, flushes: int, identity: bool = True,
+           keep: Path | None = None) -> FaultsResult:
+    t0 = time.monotonic()
+    out = FaultsResult(wp.name, writes, flushes)
+    image, conf = work / "fault.qcow2", work / "rules.conf"
+    for fault in faults:
+        image.write_bytes(pre.read_bytes())
+        conf.write_text(rules(fault))
+        op = run.run(wp.argv(runner, blkdebug_opts(image, conf)))
+        control = (fault.kind == "write" and fault.index > writes) or \
+            (fault.kind == "flush" and fault.index > flushes)
+        problems = [f"the operation crashed: {op.crash}"] if op.crash else []
+        obs = observe(run, image, patched, peers, work)
+        problems += verify(before, wp.change, obs, reported=op.returncode, final=control,
+                           identity=identity)
+        if control and op.returncode != 0:
+            problems.append(f"no request failed, yet it exited {op.returncode}: "
+                            f"{op.first_lines()}")
+        out.runs.append(FaultRun(fault, op.returncode, op.first_lines(2), problems, control))
+        if problems and keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            name = fault.label().replace(" ", "-").replace("#", "")
+            (keep / f"{wp.name}-{name}.qcow2").write_bytes(image.read_bytes())
+            (keep / f"{wp.name}-{name}.conf").write_text(rules(fault))
+    image.unlink(missing_ok=True)
+    out.seconds = time.monotonic() - t0
+    return out

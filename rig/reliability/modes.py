@@ -1,0 +1,53 @@
+"""How much the reliability suite does: the smoke (CI) or the full run, as data.
+
+``mode_of(config)`` reads a pytest config's options (--full, --seed, --fuzz-seconds,
+--kill-runs; tests/reliability/conftest.py adds them) and $QEMU_HARNESS_RELIABILITY.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+MODE_ENV = "QEMU_HARNESS_RELIABILITY"
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How much each part does: the smoke (CI) or the full run."""
+
+    name: str
+    seed: int
+    crash_builds: tuple[str, ...]
+    crash_cluster_sizes: tuple[int, ...]
+    crash_vm_paths: tuple[str, ...]  # scenario.VM_PATHS explored (patched build, 64k)
+    fault_builds: tuple[str, ...]
+    fault_errnos: tuple[int, ...]
+    fault_events: bool  # also inject at qcow2 events (refblock_update, l1_update, ...)
+    kill_runs: int
+    fuzz_examples: int | None  # None: until fuzz_seconds are used up
+    fuzz_seconds: float  # the fuzzer's budget (also the smoke's cap: examples past it skip)
+
+
+SMOKE = Mode("smoke", 13, ("patched",), (65536,), ("hmp-delvm", "qmp-snapshot-delete"),
+             ("patched",), (5,), False, 4, 40, 60)
+FULL = Mode("full", 13, ("patched", "stock"), (65536, 4096),
+            ("hmp-savevm", "hmp-delvm", "qmp-snapshot-save", "qmp-snapshot-delete"),
+            ("patched", "stock"), (5, 28), True, 120, None, 900)
+
+
+
+def mode_of(config) -> Mode:
+    """The mode a pytest config asks for: --full or $QEMU_HARNESS_RELIABILITY=full, then the
+    --seed, --fuzz-seconds and --kill-runs overrides."""
+    full = config.getoption("--full") or os.environ.get(MODE_ENV, "").lower() == "full"
+    mode = FULL if full else SMOKE
+    over = {}
+    if config.getoption("--seed") is not None:
+        over["seed"] = config.getoption("--seed")
+    if config.getoption("--fuzz-seconds") is not None:
+        over["fuzz_seconds"] = config.getoption("--fuzz-seconds")
+        over["fuzz_examples"] = None
+    if config.getoption("--kill-runs") is not None:
+        over["kill_runs"] = config.getoption("--kill-runs")
+    return Mode(**{**asdict(mode), **over})
