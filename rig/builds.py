@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness.core.config import BINARIES
+
 from .errors import BuildMissing
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,7 +25,7 @@ ENV = {"patched": "QEMU_HARNESS_PATHS", "stock": "QEMU_HARNESS_STOCK_PATHS",
 FLAGS = {"patched": (), "stock": ("--stock",), "patched-asan": ("--asan",)}
 MAKE = {"patched": "python3 build.py", "stock": "python3 build.py",
         "patched-asan": "python3 build.py build --asan"}
-KEYS = ("qemu-system-x86_64", "qemu-img", "qemu-io", "qemu-nbd", "build-dir", "source-dir")
+KEYS = (*BINARIES, "build-dir", "source-dir")  # what a paths file must have
 
 
 @dataclasses.dataclass(frozen=True)

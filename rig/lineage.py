@@ -10,12 +10,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import re
 
 from .errors import JobError, QMPCommandError
 from .machine import DISK_NODE, VM
+from .snapshots import InfoSnapshots, node_snapshots, parse_info_snapshots
 
 DISK1_NODE = "disk1"
 DISK1_DEVICE = "vdisk1"
@@ -56,14 +55,6 @@ def assert_device_ids(vm: VM, data: dict) -> None:
             assert (on_node["id"], on_node.get("uuid")) == (ident, s.get("uuid")), (s, on_node)
 
 
-def node_snapshots(vm: VM, node: str) -> dict[str, dict]:
-    """{name: SnapshotInfo} of one block node (query-named-block-nodes)."""
-    for n in vm.qmp.cmd("query-named-block-nodes", flat=True):
-        if n.get("node-name") == node:
-            return {s["name"]: s for s in n.get("image", {}).get("snapshots", [])}
-    raise AssertionError(f"node {node} not in query-named-block-nodes")
-
-
 def second_disk_args(path, node: str = DISK1_NODE, device: str = DISK1_DEVICE) -> tuple:
     """Command line for a second qcow2 disk, attached like machine.VM attaches the first."""
     return (
@@ -91,49 +82,13 @@ def jobs(vm: VM) -> list[dict]:
 # -- HMP info snapshots -----------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class HMPInfo:
-    text: str
-    loadable: dict[str, dict]  # name -> {"uuid", "parent-uuid"}
-    partial: dict[str, dict]  # name -> {"uuid", "parent-uuid", "devices"}
-    current: str | None
-
-
-def _none(value: str) -> str | None:
-    return None if value == "--" else value
-
-
-def hmp_info(vm: VM) -> HMPInfo:
-    """Parse `info snapshots` (series format: UUID and PARENT_UUID columns, one partial
-    table with DEVICES, "Current snapshot:" line). Columns are taken from the right since
-    VM_SIZE and DATE contain spaces."""
-    text = vm.hmp.cmd("info snapshots")
-    loadable: dict[str, dict] = {}
-    partial: dict[str, dict] = {}
-    current = None
-    table = None
-    saw_current = False
-    for line in text.splitlines():
-        if line.startswith("List of snapshots present on all disks"):
-            table = loadable
-        elif line.startswith("List of partial"):
-            table = partial
-        elif m := re.match(r"^Current snapshot: (\S+)$", line):
-            current = None if m.group(1) == "none" else m.group(1)
-            saw_current = True
-            table = None
-        elif line.startswith("ID ") or not line.strip() or line.strip() == "None":
-            continue
-        elif table is not None:
-            tok = line.split()
-            if table is partial:
-                row = {"uuid": _none(tok[-3]), "parent-uuid": _none(tok[-2]),
-                       "devices": tok[-1].split(",")}
-            else:
-                row = {"uuid": _none(tok[-2]), "parent-uuid": _none(tok[-1])}
-            table[tok[1]] = row
-    assert saw_current, f"no 'Current snapshot:' line in info snapshots:\n{text}"
-    return HMPInfo(text, loadable, partial, current)
+def hmp_info(vm: VM) -> InfoSnapshots:
+    """HMP `info snapshots` of a VM with the series (rig/snapshots.parse_info_snapshots):
+    it must end with the "Current snapshot:" line."""
+    info = parse_info_snapshots(vm.hmp.cmd("info snapshots"))
+    assert info.has_current_line, \
+        f"no 'Current snapshot:' line in info snapshots:\n{info.text}"
+    return info
 
 
 # -- by UUID, per monitor ---------------------------------------------------------------

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.core.config import FIRMWARE_DIRS
+
 from . import procs, waiting
 from .builds import QemuBuild
 from .console import Console
@@ -54,7 +56,7 @@ class MachineProfile:
     memory: str = "256M"
     smp: int = 1
     cpu: str = "qemu64"
-    firmware_dirs: tuple[str, ...] = ("/usr/share/seabios", "/usr/share/qemu", "/usr/lib/ipxe/qemu")
+    firmware_dirs: tuple[str, ...] = FIRMWARE_DIRS
     nics: tuple[Nic, ...] = (
         Nic("net0", "user,restrict=on", "nic0", "52:54:00:12:34:01"),
         Nic("net1", "user,restrict=on", "nic1", "52:54:00:12:34:02"),

@@ -7,6 +7,7 @@ Both run on the same VM; the monitor under test is the only one used for the ope
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 
@@ -14,6 +15,61 @@ from .errors import HMPError, JobError
 from .machine import DISK_NODE, VM
 
 _job_ids = itertools.count(1)
+
+
+@dataclasses.dataclass
+class InfoSnapshots:
+    """HMP `info snapshots`, parsed: both formats (stock; the series' UUID and PARENT_UUID
+    columns, DEVICES in the partial table and the "Current snapshot:" line)."""
+
+    text: str
+    loadable: dict[str, dict]  # tag -> {"id"[, "uuid", "parent-uuid"]}
+    partial: dict[str, dict]  # tag -> {"id"[, "uuid", "parent-uuid", "devices"]}
+    current: str | None  # the UUID the "Current snapshot:" line names (None: "none")
+    has_current_line: bool
+
+
+def _none(value: str) -> str | None:
+    return None if value == "--" else value
+
+
+def parse_info_snapshots(text: str) -> InfoSnapshots:
+    """Rows are ID, TAG, then columns taken from the right (VM_SIZE and DATE hold spaces)."""
+    loadable: dict[str, dict] = {}
+    partial: dict[str, dict] = {}
+    table: dict[str, dict] | None = None
+    uuids = False
+    current, saw_current = None, False
+    for line in text.splitlines():
+        if line.startswith("List of snapshots present on all disks"):
+            table = loadable
+        elif line.startswith("List of partial"):
+            table = partial
+        elif m := re.match(r"^Current snapshot: (\S+)$", line):
+            current = None if m.group(1) == "none" else m.group(1)
+            saw_current, table = True, None
+        elif line.startswith("ID "):
+            uuids = "UUID" in line.split()
+        elif table is not None and re.match(r"^(\d+|--)\s+\S+", line):
+            # a table row; "None", blank lines and headers are not rows
+            tok = line.split()
+            row: dict = {"id": tok[0]}
+            if uuids and table is partial:
+                row.update({"uuid": _none(tok[-3]), "parent-uuid": _none(tok[-2]),
+                            "devices": tok[-1].split(",")})
+            elif uuids:
+                row.update({"uuid": _none(tok[-2]), "parent-uuid": _none(tok[-1])})
+            table[tok[1]] = row
+    return InfoSnapshots(text, loadable, partial, current, saw_current)
+
+
+def node_snapshots(vm: VM, node: str = DISK_NODE) -> dict[str, dict]:
+    """{name: SnapshotInfo} of one block node, as query-named-block-nodes reports it (the
+    one lookup of it the rig and the tests use)."""
+    for n in vm.qmp.cmd("query-named-block-nodes", flat=True):
+        if n.get("node-name") == node:
+            return {s["name"]: s for s in (n.get("image") or {}).get("snapshots", [])}
+    raise AssertionError(f"node {node} not in query-named-block-nodes")
 
 
 class SnapshotOps:
@@ -48,19 +104,7 @@ class HMPSnapshots(SnapshotOps):
 
     def tags(self) -> list[str]:
         """Tags of the loadable snapshots in `info snapshots` ("present on all disks")."""
-        out = self.vm.hmp.cmd("info snapshots")
-        tags: list[str] = []
-        section = False
-        for line in out.splitlines():
-            if line.startswith("List of snapshots present on all disks"):
-                section = True
-            elif line.startswith("List of partial"):
-                section = False
-            elif section and (row := re.match(r"^(\d+|--)\s+(\S+)", line)):
-                # a table row (ID, TAG, ...); headers, "None", blank lines and
-                # the series' "Current snapshot: <uuid>" line are not rows
-                tags.append(row.group(2))
-        return tags
+        return list(parse_info_snapshots(self.vm.hmp.cmd("info snapshots")).loadable)
 
     def save_error(self, tag: str) -> str:
         return self.vm.hmp.cmd_error(f"savevm {tag}", timeout=300)
@@ -92,10 +136,7 @@ class QMPSnapshots(SnapshotOps):
 
     def tags(self) -> list[str]:
         """Tags of the snapshots on the main disk node (query-named-block-nodes)."""
-        for node in self.vm.qmp.cmd("query-named-block-nodes", flat=True):
-            if node.get("node-name") == self.vmstate:
-                return [s["name"] for s in node.get("image", {}).get("snapshots", [])]
-        raise AssertionError(f"node {self.vmstate} not in query-named-block-nodes")
+        return list(node_snapshots(self.vm, self.vmstate))
 
     @staticmethod
     def _job_error(run, what: str) -> str:

@@ -152,6 +152,14 @@ def select_baseline(name: str | None = None, path: Path = BASELINES_FILE) -> Bas
     return load_baselines(path).get(name or os.environ.get(BASELINE_ENV) or None)
 
 
+# Debian's firmware for the +ds repack (which lacks these blobs): the builds link them into
+# their qemu-bundle, the rig's VMs and libvirt's chroot find them here (one list for all).
+FIRMWARE_DIRS = (
+    "/usr/share/seabios",  # seabios: bios-256k.bin, vgabios-*.bin
+    "/usr/share/qemu",  # qemu-system-data: linuxboot_dma.bin, ...
+    "/usr/lib/ipxe/qemu",  # ipxe-qemu: efi-*.rom / pxe-*.rom for NICs
+)
+
 # Debian packages the build and the guests need (checked with dpkg-query,
 # installed with apt-get when running as root).
 APT_PACKAGES = (
@@ -178,10 +186,11 @@ PIP_PACKAGES = (
     "hypothesis",  # the reliability suite's snapshot-table fuzzer (tests/reliability)
 )
 
-BUILD_TARGETS = (
-    "qemu-system-x86_64", "qemu-img", "qemu-io", "qemu-nbd",
-    "storage-daemon/qemu-storage-daemon",
-)
+# The binaries of a build, by their keys in `build.py paths --json` (the stable interface:
+# rig/builds.py, bench and scripts read these keys; also their paths in the build tree).
+BINARIES = ("qemu-system-x86_64", "qemu-img", "qemu-io", "qemu-nbd")
+PATHS_KEYS = (*BINARIES, "build-dir", "source-dir", "baseline")
+BUILD_TARGETS = (*BINARIES, "storage-daemon/qemu-storage-daemon")
 
 
 def cache_home() -> Path:

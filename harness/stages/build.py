@@ -18,7 +18,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.core.config import BUILD_TARGETS, PROFILES, Baseline, BuildProfile, Layout
+from harness.core.config import (
+    BUILD_TARGETS,
+    FIRMWARE_DIRS,
+    PROFILES,
+    Baseline,
+    BuildProfile,
+    Layout,
+)
 from harness.core.errors import BuildFailed, CommandFailed, HarnessError, NotReady
 from harness.core.git import Git
 from harness.core.pipeline import Context, Outcome, Stage
@@ -31,11 +38,7 @@ STAMP = "harness-configure.json"
 
 # Where a build-tree QEMU looks for firmware (and the iotests too).
 BUNDLE_DATADIR = Path("qemu-bundle/usr/local/share/qemu")
-FIRMWARE_SOURCES = (
-    Path("/usr/share/seabios"),        # seabios: bios-256k.bin, vgabios-*.bin
-    Path("/usr/share/qemu"),           # qemu-system-data: linuxboot_dma.bin, ...
-    Path("/usr/lib/ipxe/qemu"),        # ipxe-qemu: efi-*.rom / pxe-*.rom for NICs
-)
+FIRMWARE_SOURCES = tuple(Path(d) for d in FIRMWARE_DIRS)
 
 
 @dataclass(frozen=True)

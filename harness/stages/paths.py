@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import json
 
-from harness.core.config import PROFILES, BuildProfile, Layout
+from harness.core.config import BINARIES, PROFILES, BuildProfile, Layout
 from harness.core.errors import BuildMissing
 from harness.core.pipeline import Context
 from harness.stages.baseline import tree_version
-
-BINARIES = {
-    "qemu-system-x86_64": "qemu-system-x86_64",
-    "qemu-img": "qemu-img",
-    "qemu-io": "qemu-io",
-    "qemu-nbd": "qemu-nbd",
-}
 
 
 def build_paths(profile: BuildProfile, layout: Layout) -> dict[str, str]:
     """Absolute paths of a finished build; BuildMissing when any is missing."""
     bdir = profile.build_dir(layout)
-    paths = {key: str(bdir / rel) for key, rel in BINARIES.items()}
+    paths = {key: str(bdir / key) for key in BINARIES}
     paths["build-dir"] = str(bdir)
     paths["source-dir"] = str(profile.source(layout))
     # the QEMU version the build's tree holds (VERSION file, else the import record)
     paths["baseline"] = tree_version(profile.source(layout))
-    missing = [k for k in BINARIES if not (bdir / BINARIES[k]).is_file()]
+    missing = [k for k in BINARIES if not (bdir / k).is_file()]
     if missing:
         flag = {"stock": " --only stock", "patched-asan": " --asan"}.get(profile.name, "")
         raise BuildMissing(

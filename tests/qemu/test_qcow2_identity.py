@@ -53,6 +53,7 @@ from rig.qimg import (
     without_parent,
     write_pattern,
 )
+from rig.snapshots import node_snapshots
 
 
 @pytest.fixture
@@ -332,13 +333,6 @@ def _query_block_snaps(vm) -> dict[str, dict]:
     raise AssertionError(f"{DISK_NODE} missing from query-block")
 
 
-def _named_node_snaps(vm) -> dict[str, dict]:
-    for node in vm.qmp.cmd("query-named-block-nodes", flat=True):
-        if node.get("node-name") == DISK_NODE:
-            return {x["name"]: x for x in node["image"].get("snapshots", [])}
-    raise AssertionError(f"{DISK_NODE} missing from query-named-block-nodes")
-
-
 @pytest.mark.series("snapshot-uuid")
 def test_guest_snapshots_carry_the_uuids_on_disk(build, vm, snapshots):
     """savevm / snapshot-save on a running guest: query-block and query-named-block-nodes
@@ -352,7 +346,7 @@ def test_guest_snapshots_carry_the_uuids_on_disk(build, vm, snapshots):
     assert g1.parent is None and g2.parent == g1.uuid
     assert_current(image, g2.uuid)
     assert_info_matches_disk(_query_block_snaps(vm), image)
-    assert_info_matches_disk(_named_node_snaps(vm), image)
+    assert_info_matches_disk(node_snapshots(vm), image)
 
     snapshots.load("g1")
     assert_current(qcow2.read(vm.disk), g1.uuid)
@@ -362,7 +356,7 @@ def test_guest_snapshots_carry_the_uuids_on_disk(build, vm, snapshots):
     assert is_v4(g3.uuid) and g3.parent == g1.uuid
     assert_current(image, g3.uuid)
     assert_info_matches_disk(_query_block_snaps(vm), image)
-    assert_info_matches_disk(_named_node_snaps(vm), image)
+    assert_info_matches_disk(node_snapshots(vm), image)
     assert vm.qmp.cmd("query-status")["status"] == "running"
 
 

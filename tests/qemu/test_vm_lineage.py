@@ -62,8 +62,8 @@ def _assert_hmp_agrees(vm, data: dict) -> None:
     """HMP info snapshots shows the same UUIDs, parents, partial set and current."""
     info = hmp_info(vm)
     want = {s["name"]: s for s in data["snapshots"] if not s["partial"]}
-    assert info.loadable == {
-        n: {"uuid": s.get("uuid"), "parent-uuid": s.get("parent-uuid")} for n, s in want.items()
+    assert {n: (r["uuid"], r["parent-uuid"]) for n, r in info.loadable.items()} == {
+        n: (s.get("uuid"), s.get("parent-uuid")) for n, s in want.items()
     }, info.text
     part = {s["name"]: s for s in data["snapshots"] if s["partial"]}
     assert {n: r["devices"] for n, r in info.partial.items()} == {

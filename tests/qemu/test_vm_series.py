@@ -14,17 +14,11 @@ import pytest
 from rig.errors import JobError, QMPCommandError
 from rig.lineage import query
 from rig.machine import DEFAULT_PROFILE, DISK_NODE
+from rig.snapshots import node_snapshots
 
 pytestmark = pytest.mark.series
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-
-
-def _node_snapshots(vm) -> dict[str, dict]:
-    for node in vm.qmp.cmd("query-named-block-nodes", flat=True):
-        if node.get("node-name") == DISK_NODE:
-            return {s["name"]: s for s in node.get("image", {}).get("snapshots", [])}
-    raise AssertionError(f"{DISK_NODE} missing from query-named-block-nodes")
 
 
 def _vm_snapshots(vm) -> tuple[str | None, dict[str, dict]]:
@@ -36,7 +30,7 @@ def test_snapshots_get_uuid_and_parent(vm, snapshots):
     """A new snapshot gets a fresh v4 UUID; the next one records it as parent; current follows."""
     snapshots.save("s1")
     snapshots.save("s2")
-    node = _node_snapshots(vm)
+    node = node_snapshots(vm)
     u1, u2 = node["s1"]["uuid"], node["s2"]["uuid"]
     assert UUID_RE.match(u1) and UUID_RE.match(u2) and u1 != u2
     assert "parent-uuid" not in node["s1"], "the first snapshot is a root"
@@ -56,7 +50,7 @@ def test_load_and_delete_by_uuid(vm, snapshots, monitor):
     snapshots.stop()
     c_saved, d_saved = con.last_counter(), vm.disk_counter()
     snapshots.save("by-uuid")
-    u = _node_snapshots(vm)["by-uuid"]["uuid"]
+    u = node_snapshots(vm)["by-uuid"]["uuid"]
     snapshots.cont()
     c_after = con.wait_counter(at_least=c_saved + 3)
     snapshots.stop()
@@ -75,12 +69,12 @@ def test_load_and_delete_by_uuid(vm, snapshots, monitor):
         vm.hmp.cmd(f"delvm {u}")
     else:
         vm.qmp.run_job("snapshot-delete", "delete-uuid", uuid=u, devices=[DISK_NODE])
-    assert "by-uuid" not in _node_snapshots(vm)
+    assert "by-uuid" not in node_snapshots(vm)
 
 
 def test_unknown_or_malformed_uuid_changes_nothing(vm, snapshots, monitor):
     snapshots.save("keep")
-    keep = _node_snapshots(vm)["keep"]["uuid"]
+    keep = node_snapshots(vm)["keep"]["uuid"]
     assert UUID_RE.match(keep)
     unknown, malformed = str(uuidlib.uuid4()), "12345678-not-a-uuid"
     # what QMP says about each (the uuid argument is parsed; HMP takes it as a tag then)
@@ -111,15 +105,15 @@ def test_unknown_or_malformed_uuid_changes_nothing(vm, snapshots, monitor):
                     else exc.value.error
                 assert qmp_says[bad] in text, (cmd, bad, text)
         assert vm.qmp.cmd("query-status")["status"] == "running"
-    assert list(_node_snapshots(vm)) == ["keep"]
-    assert _node_snapshots(vm)["keep"]["uuid"] == keep
+    assert list(node_snapshots(vm)) == ["keep"]
+    assert node_snapshots(vm)["keep"]["uuid"] == keep
     mark = vm.console.mark()
     vm.console.wait_counter(since=mark)
 
 
 def test_snapshot_load_needs_exactly_one_of_tag_and_uuid(vm):
     vm.qmp.run_job("snapshot-save", "save-one", tag="one", vmstate=DISK_NODE, devices=[DISK_NODE])
-    u = _node_snapshots(vm)["one"]["uuid"]
+    u = node_snapshots(vm)["one"]["uuid"]
     for args in ({}, {"tag": "one", "uuid": u}):
         with pytest.raises((QMPCommandError, JobError)):
             vm.qmp.run_job(
@@ -130,7 +124,7 @@ def test_snapshot_load_needs_exactly_one_of_tag_and_uuid(vm):
 def test_info_snapshots_shows_uuids(vm):
     vm.hmp.cmd("savevm a")
     vm.hmp.cmd("savevm b")
-    node = _node_snapshots(vm)
+    node = node_snapshots(vm)
     out = vm.hmp.cmd("info snapshots")
     assert node["a"]["uuid"] in out and node["b"]["uuid"] in out
 

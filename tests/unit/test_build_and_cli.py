@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from harness.core import pipeline, runner
-from harness.core.config import PROFILES, ROOT, Layout
+from harness.core.config import PATHS_KEYS, PROFILES, ROOT, Layout
 from harness.core.errors import BuildFailed, BuildMissing, EnvironmentProblem, HarnessError
 from harness.stages import build as qbuild
 from harness.stages import setup as bootstrap
@@ -94,7 +94,9 @@ def test_paths_of_a_build(tmp_path):
     (layout.qemu / "VERSION").write_text("10.2.2\n")
     paths = build_paths(PROFILES["patched"], layout)
     assert set(paths) == {"qemu-system-x86_64", "qemu-img", "qemu-io", "qemu-nbd",
-                          "build-dir", "source-dir", "baseline"}
+                          "build-dir", "source-dir", "baseline"} == set(PATHS_KEYS)
+    from rig.builds import KEYS  # what the rig requires of a paths file is what it gets
+    assert set(KEYS) <= set(paths)
     assert paths["baseline"] == "10.2.2"
     assert paths["qemu-img"] == str(bdir / "qemu-img")
     assert paths["source-dir"] == str(layout.qemu)

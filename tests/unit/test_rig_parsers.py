@@ -33,7 +33,7 @@ from rig import netdevs as nd
 from rig.console import Console
 from rig.errors import HMPError
 from rig.iotests import IOTESTS, parse_tap
-from rig.snapshots import HMPSnapshots
+from rig.snapshots import HMPSnapshots, parse_info_snapshots
 
 DATA = Path(__file__).resolve().parent / "data" / "rig"
 BUILDS = ("patched", "stock")
@@ -362,6 +362,43 @@ def test_hmp_snapshot_tags_recorded(build):
     assert HMPSnapshots(_FakeVM(after)).tags() == ["first", "second"]
     # the series adds UUID columns and a "Current snapshot:" line; stock has neither
     assert ("Current snapshot:" in after) == (build == "patched")
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_info_snapshots_parser_reads_both_formats(build):
+    """One parser for the stock table and the series' (UUID and PARENT_UUID columns taken
+    from the right, the "Current snapshot:" line): second's parent is first, and current."""
+    info = parse_info_snapshots(hmp_output(build, "snapshots", "info snapshots", 1))
+    assert list(info.loadable) == ["first", "second"] and info.partial == {}
+    assert [r["id"] for r in info.loadable.values()] == ["--", "--"]  # ids differ per disk
+    assert info.has_current_line == (build == "patched")
+    if build == "stock":
+        assert "uuid" not in info.loadable["first"] and info.current is None
+        return
+    first, second = info.loadable["first"], info.loadable["second"]
+    assert first["parent-uuid"] is None and second["parent-uuid"] == first["uuid"]
+    assert info.current == second["uuid"]
+    assert parse_info_snapshots(hmp_output(build, "snapshots", "info snapshots", 0)).current \
+        is None
+
+
+def test_info_snapshots_parser_partial_table():
+    u1, u2 = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
+    head = "ID        TAG               VM_SIZE                DATE     VM_CLOCK     ICOUNT"
+    text = "\n".join([
+        "List of snapshots present on all disks:",
+        f"{head} UUID                                 PARENT_UUID",
+        f"--        full             1.2 MiB 2026-12-03 10:00:00  00:00:01.000     -- {u1} --",
+        "",
+        "List of partial (non-loadable) snapshots:",
+        f"{head} UUID                                 PARENT_UUID     DEVICES",
+        f"2         half                 0 B 2026-12-03 10:00:01  00:00:02.000     -- {u2} {u1} "
+        "disk0,disk1",
+        f"Current snapshot: {u1}", ""])
+    info = parse_info_snapshots(text)
+    assert info.loadable == {"full": {"id": "--", "uuid": u1, "parent-uuid": None}}
+    assert info.partial["half"]["devices"] == ["disk0", "disk1"]
+    assert info.partial["half"]["parent-uuid"] == info.current
 
 
 # -- guest image: module load order --------------------------------------------------------
