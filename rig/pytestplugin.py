@@ -80,3 +80,16 @@ def logs_report_hook(title: str, contents: str):
             rep.sections.append((title, f"test directory ({contents}): {logs}"))
 
     return pytest_runtest_makereport
+
+
+def items_of(items, conftest_file: str) -> list:
+    """The items a suite's conftest judges: a conftest's pytest_collection_modifyitems sees
+    every item of the session (`pytest tests`), so the items of the other suites under
+    tests/ are left out (items outside tests/, as a plugin's unit test makes, are kept)."""
+    here = Path(conftest_file).resolve().parent
+    tests = here.parent
+
+    def mine(item) -> bool:
+        path = Path(item.path).resolve()
+        return path.is_relative_to(here) or not path.is_relative_to(tests)
+    return [item for item in items if mine(item)]

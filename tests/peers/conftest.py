@@ -113,7 +113,8 @@ def pytest_generate_tests(metafunc):
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
+    # a conftest's collection hook sees every item of the session: only this suite's
+    for item in pytestplugin.items_of(items, __file__):
         if item.get_closest_marker("series") is None:
             continue
         callspec = getattr(item, "callspec", None)

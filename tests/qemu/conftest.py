@@ -109,7 +109,8 @@ BUILD_PARAMS = {"build": None, "variant": {"patched": "patched", "asan": "patche
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
+    # a conftest's collection hook sees every item of the session: only this suite's
+    for item in pytestplugin.items_of(items, __file__):
         params = getattr(getattr(item, "callspec", None), "params", {})
         for param, names in BUILD_PARAMS.items():
             if param in params:  # the report reads the build from here, not from test names

@@ -84,3 +84,16 @@ def test_every_stage_module_registers_a_typed_stage():
     assert modules - {"testrun"} == registered
     for stage in STAGES.values():
         assert stage.func.__annotations__.get("return", "").startswith("Outcome"), stage.name
+
+
+def test_all_suites_collect_together():
+    """`pytest tests` collects every suite at once: no two test files share a basename and
+    no suite's collection hook judges another suite's items."""
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, "-m", "pytest", "tests", "--collect-only", "-q",
+                          "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    names = [p.name for p in _py("tests") if p.name.startswith("test_")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
