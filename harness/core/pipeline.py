@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 from harness.core.config import Baseline, Layout, select_baseline
 from harness.core.errors import HarnessError
 from harness.core.runner import StageLog
+from harness.core.timer import Timer
 
 T = TypeVar("T")
 
@@ -108,17 +109,6 @@ class Observer:
 
     def finished_all(self, runs: list[StageRun]) -> None:
         pass
-
-
-class Timer:
-    """Seconds since it started (monotonic): the one timer stages and runs use."""
-
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-
-    @property
-    def seconds(self) -> float:
-        return time.monotonic() - self.start
 
 
 def _run(stage: Stage, ctx: Context, request: Any,

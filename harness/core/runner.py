@@ -21,11 +21,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from harness.core.errors import CommandFailed, CommandTimeout, EnvironmentProblem
+from harness.core.timer import Timer
 
 # Longer than anything the harness runs on a 2-core machine (a clean build of both trees
 # takes about 40 minutes, the QEMU suites a few): past this a command is hung.
@@ -105,7 +105,7 @@ def run(
             full_env[key] = value
     where = f" (in {cwd})" if cwd else ""
     log.write(f"$ {shlex.join(args)}{where}\n")
-    start = time.monotonic()
+    clock = Timer()
     try:
         proc = subprocess.Popen(
             args, cwd=cwd, env=full_env, text=True, errors="replace",
@@ -149,7 +149,7 @@ def run(
         if timer:
             timer.cancel()
     output = "".join(chunks)
-    seconds = time.monotonic() - start
+    seconds = clock.seconds
     if timed_out.is_set():
         log.write(f"# killed after {seconds:.1f}s: timeout {timeout:g}s\n")
         raise CommandTimeout(args, rc, output, log=str(log.path),

@@ -12,7 +12,6 @@ upstream may take it first.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from harness.core.errors import BuildFailed, CommandFailed, NotReady
 from harness.core.git import Git
 from harness.core.pipeline import Context, Outcome, Stage
 from harness.core.runner import StageLog, run
+from harness.core.timer import Timer
 from harness.stages import baseline, series
 from harness.stages import build as qbuild
 from harness.stages.paths import build_paths
@@ -114,23 +114,23 @@ def step_through(git: Git, profile: BuildProfile, layout: Layout, baseline: Base
             step.built = False
             step.error = exc.message.replace("\n", " ")
 
-    start = time.monotonic()
+    timer = Timer()
     base = Step(baseline.base_tag, True, None, 0.0)
     do_build(base)
-    base.seconds = time.monotonic() - start
+    base.seconds = timer.seconds
     steps.append(base)
     if base.built is False:
         if base_must_build:
             return steps
         build = False
     for patch in patches:
-        start = time.monotonic()
+        timer = Timer()
         try:
             git.am("-3", str(patch))
         except CommandFailed as exc:
             conflicts = conflicting_files(git, exc.output)
             git.am_abort()
-            steps.append(Step(patch.name, False, None, time.monotonic() - start,
+            steps.append(Step(patch.name, False, None, timer.seconds,
                               error="does not apply", conflicts=conflicts))
             break
         step = Step(patch.name, True, None, 0.0)
@@ -142,7 +142,7 @@ def step_through(git: Git, profile: BuildProfile, layout: Layout, baseline: Base
             res = run(test_argv, log, cwd=layout.root, check=False,
                       env={**(test_env or {}), "QEMU_HARNESS_PATHS": str(paths)})
             step.tested = res.returncode == 0
-        step.seconds = time.monotonic() - start
+        step.seconds = timer.seconds
         steps.append(step)
     return steps
 
@@ -174,7 +174,7 @@ def name_series(steps: list[Step], stack: list[Series]) -> None:
 
 def _alone(layout: Layout, baseline: Baseline, stack: list[Series], s: Series,
            log: StageLog, git: Git, targets: tuple[str, ...]) -> Alone:
-    start = time.monotonic()
+    timer = Timer()
     below = needed(stack, s)
     on = " + ".join([baseline.base_tag, ", ".join(n.name for n in below)] if below
                     else [baseline.base_tag])
@@ -187,14 +187,14 @@ def _alone(layout: Layout, baseline: Baseline, stack: list[Series], s: Series,
             except CommandFailed as exc:
                 conflicts = conflicting_files(git, exc.output)
                 git.am_abort()
-                return Alone(s.name, on, False, None, time.monotonic() - start,
+                return Alone(s.name, on, False, None, timer.seconds,
                              f"{owner.name}/{patch.name} does not apply", conflicts)
     try:
         qbuild.build(PROFILES["bisect"], layout, log, baseline, targets=targets)
         error = ""
     except BuildFailed as exc:
         error = exc.message.replace("\n", " ")
-    return Alone(s.name, on, True, not error, time.monotonic() - start, error)
+    return Alone(s.name, on, True, not error, timer.seconds, error)
 
 
 def _step_row(s: Step) -> str:

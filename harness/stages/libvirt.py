@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 
 from harness.core.config import Layout
 from harness.core.errors import EnvironmentProblem
 from harness.core.pipeline import Context, Outcome, Stage
 from harness.core.runner import NullLog, StageLog, run
+from harness.core.timer import Timer
 from harness.stages import peers
 from harness.stages import setup as bootstrap
 
@@ -89,7 +89,7 @@ def ensure_all(layout: Layout, log: StageLog | None = None, *, rebuild: bool = F
     log = log or NullLog()
     done = []
     for lv in LIBVIRTS.values():
-        start = time.monotonic()
+        timer = Timer()
         if lv.chroot is None:
             missing = bootstrap.missing_debs(lv.packages, log)
             version = host_version()
@@ -99,7 +99,7 @@ def ensure_all(layout: Layout, log: StageLog | None = None, *, rebuild: bool = F
                     f"{' '.join(missing) or DAEMON})",
                     hint="as root: `python3 build.py setup` (or apt-get install "
                          f"--no-install-recommends {' '.join(lv.packages)})")
-            done.append(Prepared(lv.name, version, "installed", time.monotonic() - start,
+            done.append(Prepared(lv.name, version, "installed", timer.seconds,
                                  DAEMON))
             continue
         prep = peers.ensure(lv.chroot, layout, log, rebuild=rebuild, runner=run)

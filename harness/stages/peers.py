@@ -36,6 +36,7 @@ from harness.core.config import Layout
 from harness.core.errors import CommandFailed, EnvironmentProblem, PeerError
 from harness.core.pipeline import Context, Outcome, Stage
 from harness.core.runner import NullLog, StageLog, run
+from harness.core.timer import Timer
 
 # Bump when the way a chroot is made changes in a way its inputs do not show.
 RECIPE = 1
@@ -316,12 +317,12 @@ def ensure(peer: Peer, layout: Layout, log: StageLog, *,
            sources: Sequence[aptsrc.Source] | None = None, runner: Runner = run,
            rebuild: bool = False, is_root: bool | None = None) -> Prepared:
     """The chroot of ``peer``: from the cache, or built (atomically) and cached."""
-    start = time.monotonic()
+    timer = Timer()
     sources = mirror_sources() if sources is None else sources
     final = cached_dir(layout, peer, sources)
     if not rebuild and (found := locate(peer, layout, sources)) is not None:
         log.note(f"{peer.name}: cached in {final}")
-        return Prepared(found, False, time.monotonic() - start)
+        return Prepared(found, False, timer.seconds)
     require_build_tools(is_root)
     cache = cache_root(layout, peer)
     cache.mkdir(parents=True, exist_ok=True)
@@ -348,7 +349,7 @@ def ensure(peer: Peer, layout: Layout, log: StageLog, *,
         manifest = {"name": peer.name, "suite": peer.suite, "digest": final.name,
                     "inputs": data, **found,
                     "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "seconds": round(time.monotonic() - start, 1)}
+                    "seconds": round(timer.seconds, 1)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if rebuild and final.exists():
             shutil.rmtree(final)
@@ -363,7 +364,7 @@ def ensure(peer: Peer, layout: Layout, log: StageLog, *,
     root = locate(peer, layout, sources)
     assert root is not None
     log.note(f"{peer.name}: built {root.label} in {final}")
-    return Prepared(root, True, time.monotonic() - start)
+    return Prepared(root, True, timer.seconds)
 
 
 def ensure_all(names: Sequence[str] | None, layout: Layout, log: StageLog | None = None,
