@@ -238,6 +238,19 @@ def _reliability_rows(data) -> list[str]:
                        f" | {c.get('failed_states')} | "
                        f"{_known(c.get('known_bugs'))} |")
         out.append("")
+        loads = [c for c in crash.values() if c.get("loadvm")]
+        if loads:
+            out += ["**loadvm of a save's crash states** (a fresh VM loads the new snapshot "
+                    "where the state lists it, else the previous current one; it must load, "
+                    "run and hold the saved RAM)", "",
+                    "| path | distinct states | loaded | new snapshot | previous | failed |",
+                    "|---|---:|---:|---:|---:|---:|"]
+            for c in loads:
+                lv = c["loadvm"]
+                out.append(f"| {c.get('path')} | {lv.get('states')} | {lv.get('loaded')} | "
+                           f"{lv.get('new_snapshot')} | {lv.get('previous')} | "
+                           f"{lv.get('failed_runs')} |")
+            out.append("")
     faults = data.get("faults") or {}
     if faults:
         out += ["**Fault injection** (blkdebug: every write and flush, errnos "

@@ -3,6 +3,7 @@ crash state of its log (crashstates), and check each distinct one (invariants)."
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from . import crashstates as cs
 from . import dmlog
 from .invariants import ImageView, verify
 from .observe import Runner, Tool, observe
-from .scenario import WritePath, blklogwrites_opts, prepare
+from .scenario import WritePath, blklogwrites_opts
 
 
 @dataclass
@@ -22,6 +23,20 @@ class Failure:
 
     def to_json(self) -> dict:
         return {"state": self.state, "problems": self.problems, "image": self.image}
+
+
+@dataclass
+class Replay:
+    """What rebuilds any state of the explored log (not in the JSON): the pre-operation
+    bytes, the log, and each distinct state with the snapshots the reader listed in it
+    (None: unreadable) and whether it broke an invariant."""
+
+    pre: bytes
+    log: dmlog.Log
+    distinct: list[tuple[cs.CrashState, list[str] | None, bool]] = field(default_factory=list)
+
+    def image(self, state: cs.CrashState) -> bytes:
+        return cs.image_bytes(self.pre, self.log, state)
 
 
 @dataclass
@@ -38,6 +53,7 @@ class PathResult:
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    replay: Replay | None = None
 
     def to_json(self) -> dict:
         return {"path": self.path, "op_exit": self.op_exit, "log": self.log,
@@ -49,33 +65,48 @@ class PathResult:
                 "seconds": round(self.seconds, 1), "notes": self.notes}
 
 
-def explore(run: Runner, wp: WritePath, base: Path, before: ImageView, patched: Tool,
+def sample_keys(keys: list[str], count: int, seed: int) -> set[str]:
+    """``count`` of the distinct ``keys`` (all if there are not more), drawn with ``seed``
+    from them in their first-seen order."""
+    distinct = list(dict.fromkeys(keys))
+    if count >= len(distinct):
+        return set(distinct)
+    return set(random.Random(seed).sample(distinct, count))
+
+
+def explore(run: Runner, wp: WritePath, pre: Path, before: ImageView, patched: Tool,
             peers: list[Tool], work: Path, bound: cs.Bound, keep: Path | None = None,
             max_states: int | None = None, identity: bool = True,
-            runner: Tool | None = None, system: str | None = None) -> PathResult:
-    """Explore ``wp`` run by ``runner`` (default ``patched``) on a copy of ``base`` (whose
-    view is ``before``); every state is observed with ``patched`` and ``peers``.
-    ``identity``: the runner carries the series (invariants.verify)."""
+            runner: Tool | None = None, system: str | None = None,
+            sample: int | None = None, seed: int = 0) -> PathResult:
+    """Explore ``wp`` run by ``runner`` (default ``patched``; a VM path by ``system``) on
+    a copy of ``pre``, the image it starts from (scenario.prepare), whose view is
+    ``before``; every state is observed with ``patched`` and ``peers``. ``identity``: the
+    runner carries the series (invariants.verify). ``sample``: check only that many of the
+    distinct images (drawn with ``seed``) and the final one (the smoke's long VM saves)."""
     runner = runner or patched
     t0 = time.monotonic()
     res = PathResult(wp.name)
     work.mkdir(parents=True, exist_ok=True)
-    pre = prepare(base, wp.prep, work / "pre.qcow2")
     pre_bytes = pre.read_bytes()
     image, log_path = work / "op.qcow2", work / "op.log"
     image.write_bytes(pre_bytes)
     log_path.write_bytes(b"")
+    status_problems = []
     if wp.vm:  # qemu-system: HMP/QMP steps on the disk on blklogwrites
-        from .vmkill import run_vm_op
-        op = run_vm_op(system, image, log_path, wp.vm, work)
+        from .vmops import blklogwrites_blockdev, run_path
+        vmrun = run_path(system, wp, blklogwrites_blockdev(image, log_path), work)
+        op, status_problems = vmrun.result, vmrun.problems or []
     else:
         op = run.run(wp.argv(runner, blklogwrites_opts(image, log_path)))
     res.op_exit = op.returncode
-    if op.crash or op.returncode not in (0, ):
+    if op.crash or op.returncode not in (0, ) or status_problems:
         res.failures.append(Failure("the operation itself", [
-            f"exit {op.returncode}: {op.first_lines()}" + (f" ({op.crash})" if op.crash else "")]))
+            f"exit {op.returncode}: {op.first_lines()}" + (f" ({op.crash})" if op.crash else "")
+            ] + status_problems))
         return res
     log = dmlog.parse_file(log_path)
+    res.replay = Replay(pre_bytes, log)
     res.log = log.counts()
     res.epochs = [len(e.volatile) for e in cs.epochs(log)]
     after = image.read_bytes()
@@ -89,15 +120,23 @@ def explore(run: Runner, wp: WritePath, base: Path, before: ImageView, patched: 
             "operation left: the log or its replay is wrong"]))
         return res
     seen: dict[str, list[str]] = {}
+    chosen = None
+    states = list(cs.states(log, bound))
+    keys = [cs.digest(cs.image_bytes(pre_bytes, log, st)) for st in states]
+    if sample is not None:
+        chosen = sample_keys(keys, sample, seed)
+        res.notes.append(f"sampled: {len(chosen)} of the {len(set(keys))} distinct images "
+                         f"checked (seed {seed}), and the final one")
     state_img = work / "state.qcow2"
-    for st in cs.states(log, bound):
+    for st, key in zip(states, keys, strict=True):
         res.states += 1
         res.by_kind[st.kind] = res.by_kind.get(st.kind, 0) + 1
-        data = cs.image_bytes(pre_bytes, log, st)
-        key = cs.digest(data)
         final = st.boundary == len(log.entries) and not st.omitted and not st.torn
         if key in seen and not final:
             continue
+        if chosen is not None and key not in chosen and not final:
+            continue
+        data = cs.image_bytes(pre_bytes, log, st)
         if max_states is not None and res.distinct >= max_states:
             res.notes.append(f"stopped at {max_states} distinct images")
             break
@@ -111,6 +150,8 @@ def explore(run: Runner, wp: WritePath, base: Path, before: ImageView, patched: 
                 res.check_exit2 += 1
         if key not in seen:
             res.distinct += 1
+            res.replay.distinct.append(
+                (st, obs.view.names() if obs.view else None, bool(problems)))
         seen[key] = problems
         if problems:
             kept = None

@@ -4,7 +4,9 @@ image with the invariants, knowing the exit code (invariants.verify(reported=...
 Which requests: every write (1..W) and every flush (1..F) of the path, W and F counted in
 the blklogwrites log of the same operation (it is deterministic), plus one past the last
 as a control (nothing fails: the operation must succeed and its result be complete); with
-``events``, also the first ``per_event`` occurrences of each qcow2 metadata event.
+``events``, also the first ``per_event`` occurrences of each qcow2 metadata event. A VM path
+(scenario.VM_PATHS) runs in qemu-system (lib/vmops.py), its disk a -blockdev on blkdebug;
+afterwards the VM must also run (invariants.runstate).
 """
 
 from __future__ import annotations
@@ -21,14 +23,21 @@ from .scenario import WritePath, blkdebug_opts, blklogwrites_opts
 
 
 def count_requests(run: Runner, wp: WritePath, pre: Path, runner: Tool,
-                   work: Path) -> tuple[int, int]:
-    """(writes, flushes) the path makes, from a blklogwrites run on a copy of ``pre``."""
+                   work: Path, system: str | None = None) -> tuple[int, int]:
+    """(writes, flushes) the path makes, from a blklogwrites run on a copy of ``pre``
+    (a VM path: in ``system``)."""
     image, log = work / "count.qcow2", work / "count.log"
     image.write_bytes(pre.read_bytes())
     log.write_bytes(b"")
-    res = run.run(wp.argv(runner, blklogwrites_opts(image, log)))
-    if res.returncode != 0:
-        raise RuntimeError(f"{wp.name} fails without a fault: {res.first_lines()}")
+    if wp.vm:
+        from .vmops import blklogwrites_blockdev, run_path
+        vmrun = run_path(system, wp, blklogwrites_blockdev(image, log), work)
+        res, problems = vmrun.result, vmrun.problems or []
+    else:
+        res, problems = run.run(wp.argv(runner, blklogwrites_opts(image, log))), []
+    if res.returncode != 0 or problems:
+        raise RuntimeError(f"{wp.name} fails without a fault: {res.first_lines()} "
+                           f"{' / '.join(problems)}")
     counts = dmlog.parse_file(log).counts()
     image.unlink()
     log.unlink()
@@ -45,6 +54,12 @@ def plan(writes: int, flushes: int, errnos: tuple[int, ...], events: bool,
             out += [Fault("event", i, errno, ev) for ev in QCOW2_EVENTS
                     for i in range(1, per_event + 1)]
     return out
+
+
+def is_control(fault: Fault, writes: int, flushes: int) -> bool:
+    """The index is past the last request of its kind: nothing is injected."""
+    return (fault.kind == "write" and fault.index > writes) or \
+        (fault.kind == "flush" and fault.index > flushes)
 
 
 @dataclass
@@ -85,19 +100,26 @@ class FaultsResult:
 def inject(run: Runner, wp: WritePath, pre: Path, before: ImageView, faults: list[Fault],
            runner: Tool, patched: Tool, peers: list[Tool], work: Path, *,
            writes: int, flushes: int, identity: bool = True,
-           keep: Path | None = None) -> FaultsResult:
+           keep: Path | None = None, system: str | None = None) -> FaultsResult:
     t0 = time.monotonic()
     out = FaultsResult(wp.name, writes, flushes)
     image, conf = work / "fault.qcow2", work / "rules.conf"
     for fault in faults:
         image.write_bytes(pre.read_bytes())
         conf.write_text(rules(fault))
-        op = run.run(wp.argv(runner, blkdebug_opts(image, conf)))
-        control = (fault.kind == "write" and fault.index > writes) or \
-            (fault.kind == "flush" and fault.index > flushes)
-        problems = [f"the operation crashed: {op.crash}"] if op.crash else []
+        if wp.vm:  # the command's own answer, and whether QEMU survived until it quit
+            from .vmops import blkdebug_blockdev, run_path
+            vmrun = run_path(system, wp, blkdebug_blockdev(image, conf), work)
+            op, reported, crash = vmrun.result, vmrun.reported, vmrun.crash
+            problems = [f"the operation crashed: {crash}"] if crash else []
+            problems += vmrun.problems or []
+        else:
+            op = run.run(wp.argv(runner, blkdebug_opts(image, conf)))
+            reported = op.returncode
+            problems = [f"the operation crashed: {op.crash}"] if op.crash else []
+        control = is_control(fault, writes, flushes)
         obs = observe(run, image, patched, peers, work)
-        problems += verify(before, wp.change, obs, reported=op.returncode, final=control,
+        problems += verify(before, wp.change, obs, reported=reported, final=control,
                            identity=identity)
         if control and op.returncode != 0:
             problems.append(f"no request failed, yet it exited {op.returncode}: "

@@ -21,7 +21,11 @@ The rules (SPEC.md §1):
   (absent, stale, malformed, nil); it never has a matching table pointer with a UUID that
   is not in the table;
 - with the operation's exit code known (fault injection): success means it committed, and
-  a failure means it did not ("never reports failure after it committed").
+  a failure means it did not ("never reports failure after it committed");
+- a VM path (``runstate``): after the operation the VM runs, except after a failed load
+  (loadvm, snapshot-load), which QEMU 10.2.2 leaves in `restore-vm` once it may have
+  changed devices (migration/savevm.c); after a load that succeeded, guest RAM holds what
+  the loaded snapshot saved.
 """
 
 from __future__ import annotations
@@ -194,6 +198,9 @@ def verify(before: ImageView, change: Change, obs: Observed, *, final: bool = Fa
                             f"{_u(want_parent)}")
         if old.data is not None and now.data != old.data:
             problems.append(f"snapshot {old.name}: its data changed")
+        if now.vm_state_size != old.vm_state_size:
+            problems.append(f"snapshot {old.name}: VM state size {now.vm_state_size}, was "
+                            f"{old.vm_state_size}")
 
     known = set(before.names()) | ({change.target} if change.kind is OpKind.CREATE else set())
     for extra in sorted(set(view.names()) - known):
@@ -272,3 +279,35 @@ def _final_current(before: ImageView, change: Change, view: ImageView) -> uuidli
     if target is not None and before.current == target.uuid:
         return target.parent
     return before.current
+
+
+def runstate(change: Change, reported: int | None, status: str | None,
+             ram: str | None = None, want_ram: str | None = None,
+             resumed: str | None = None) -> list[str]:
+    """The problems of a VM after an operation: ``status`` from query-status (None: QEMU
+    did not answer), ``reported`` the operation's exit code (0 done, else failed); for a
+    load, ``ram`` names whose RAM the guest holds and ``want_ram`` whose the loaded
+    snapshot saved. A failed load may leave the VM in restore-vm: QEMU 10.2.2 stops the VM
+    before it loads (`Note that execution of the guest CPUs will be stopped`, qapi
+    snapshot-load) and resumes it only when the load succeeded, as the device state may be
+    half loaded (nothing documents the state after a failure); then `cont` must resume it
+    (``resumed``: the status after it). Every other operation resumes a VM that was
+    running, success or not."""
+    if status is None:
+        return ["QEMU did not answer query-status after the operation"]
+    allowed = {"running"}
+    if change.kind is OpKind.APPLY and reported != 0:
+        allowed.add("restore-vm")
+    problems = []
+    if status == "restore-vm" and status in allowed and resumed != "running":
+        problems.append(f"the failed load left the VM in restore-vm and cont did not resume "
+                        f"it ({resumed or 'no answer'})")
+    if status not in allowed:
+        problems.append(f"the VM is {status} after the operation "
+                        f"({'failed' if reported else 'succeeded'}), expected "
+                        f"{' or '.join(sorted(allowed))}")
+    if change.kind is OpKind.APPLY and reported == 0 and want_ram is not None \
+            and ram != want_ram:
+        problems.append(f"after the load guest RAM holds {ram or 'unknown data'}, the "
+                        f"snapshot saved {want_ram}'s")
+    return problems

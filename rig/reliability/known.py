@@ -20,7 +20,9 @@ class KnownBug:
     origin: str  # "upstream" (the stock build has it too) or "series"
     parts: tuple[str, ...]  # where it shows: "crash:<path>", "faults:<path>", "fuzz", "kill"
     pattern: str  # matched (re.search) against each problem text
-    reproducer: str  # under tests/reliability/bugs/: sh SCRIPT QEMU_IMG QEMU_IO, exit 1 = shows
+    # under tests/reliability/bugs/: sh SCRIPT QEMU_IMG QEMU_IO, exit 1 = shows (a script
+    # that needs qemu-system-x86_64 takes the one beside QEMU_IMG)
+    reproducer: str
     asan: bool = False  # the reproducer needs the ASan build
 
     def matches(self, part: str, problem: str) -> bool:
@@ -38,6 +40,27 @@ KNOWN: tuple[KnownBug, ...] = (
         r"LeakSanitizer.*after qcow2 marked the image corrupt",
         "rel-6-corrupt-leak.sh",
         asan=True,
+    ),
+    KnownBug(
+        "REL-7",
+        "savevm / snapshot-save fail without an error when the flush that ends the VM "
+        "state fails (save_snapshot() drops qemu_fclose()'s error): HMP savevm prints "
+        "nothing, as if it succeeded, and no snapshot exists; the snapshot-save job "
+        "concludes with 'Operation not permitted'",
+        "upstream",
+        ("faults:hmp-savevm",),
+        r"reported success but did not take effect",
+        "rel-7-8-savevm-vmstate-flush.sh",
+    ),
+    KnownBug(
+        "REL-8",
+        "when that flush fails the VM state channel keeps its reference to the block node "
+        "(qemu_fopen_bdrv() never drops the channel it creates; only a successful close "
+        "unrefs the node): QEMU aborts at quit in bdrv_close_all()",
+        "upstream",
+        ("faults:hmp-savevm", "faults:qmp-snapshot-save"),
+        r"bdrv_close_all: Assertion",
+        "rel-7-8-savevm-vmstate-flush.sh",
     ),
 )
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
+from rig.reliability import scenario
+
 MODE_ENV = "QEMU_HARNESS_RELIABILITY"
 
 
@@ -21,20 +23,25 @@ class Mode:
     crash_builds: tuple[str, ...]
     crash_cluster_sizes: tuple[int, ...]
     crash_vm_paths: tuple[str, ...]  # scenario.VM_PATHS explored (patched build, 64k)
+    crash_vm_sample: dict  # VM path -> distinct crash states checked (absent: every one)
+    loadvm_states: int | None  # distinct crash states of a save loaded (None: every one)
     fault_builds: tuple[str, ...]
     fault_errnos: tuple[int, ...]
     fault_events: bool  # also inject at qcow2 events (refblock_update, l1_update, ...)
+    fault_vm_paths: tuple[str, ...]  # scenario.VM_PATHS injected into (fault_builds)
     kill_runs: int
     fuzz_examples: int | None  # None: until fuzz_seconds are used up
     fuzz_seconds: float  # the fuzzer's budget (also the smoke's cap: examples past it skip)
 
 
-SMOKE = Mode("smoke", 13, ("patched",), (65536,), ("hmp-delvm", "qmp-snapshot-delete"),
-             ("patched",), (5,), False, 4, 40, 60)
-FULL = Mode("full", 13, ("patched", "stock"), (65536, 4096),
-            ("hmp-savevm", "hmp-delvm", "qmp-snapshot-save", "qmp-snapshot-delete"),
-            ("patched", "stock"), (5, 28), True, 120, None, 900)
-
+VM_PATHS = tuple(p.name for p in scenario.VM_PATHS)
+SMOKE = Mode("smoke", 13, ("patched",), (65536,),
+             ("hmp-delvm", "qmp-snapshot-delete", "hmp-loadvm", "qmp-snapshot-save"),
+             {"qmp-snapshot-save": 30}, 12,
+             ("patched",), (5,), False, ("hmp-savevm", "qmp-snapshot-load", "hmp-delvm"),
+             4, 40, 60)
+FULL = Mode("full", 13, ("patched", "stock"), (65536, 4096), VM_PATHS, {}, None,
+            ("patched", "stock"), (5, 28), True, VM_PATHS, 120, None, 900)
 
 
 def mode_of(config) -> Mode:

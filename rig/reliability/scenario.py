@@ -10,7 +10,8 @@ differently, and data in the active layer.
     write 0x44 [2M, 3M)     active
 
 The write paths run on it through qemu-img with --image-opts, so that the same command
-can be put on blklogwrites (the crash-state explorer) or blkdebug (fault injection).
+can be put on blklogwrites (the crash-state explorer) or blkdebug (fault injection); the
+VM paths run the same operations in qemu-system (lib/vmops.py).
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ class WritePath:
     name: str
     args: tuple[str, ...]  # qemu-img arguments before --image-opts OPTIONS
     change: Change
-    prep: str | None = None  # "leak": a leaked cluster, so that check -r all repairs
+    # "leak": a leaked cluster, so that check -r all repairs; "vm-snapshot": a snapshot
+    # with VM state, vm0 (vmops.prepare_vm_snapshot)
+    prep: str | None = None
     # run in qemu-system instead of qemu-img: ("hmp", LINE) / ("job", COMMAND, ARGS) steps
     vm: tuple = ()
 
@@ -54,15 +57,24 @@ PATHS = (
     WritePath("snapshot-d-current", ("snapshot", "-d", "s3"), Change(OpKind.DELETE, "s3")),
     WritePath("check-r-all", ("check", "-r", "all"), Change(OpKind.CHECK), prep="leak"),
 )
-# The same operations through qemu-system (HMP and QMP), a VM without a guest
+# The same operations through qemu-system (HMP and QMP, lib/vmops.py: a running VM whose
+# CPU halts). The saves and loads start from the base with a VM snapshot vm0 (saved in the
+# VM, then a write to the active layer: prep "vm-snapshot"), so that a load has a snapshot
+# with VM state to load and a visible effect, and a save's crash states something to fall
+# back to (loadvm vm0 when vm1 is absent).
+_DISK0 = {"devices": ["disk0"]}
 VM_PATHS = (
-    WritePath("hmp-savevm", (), Change(OpKind.CREATE, "vm1"), vm=(("hmp", "savevm vm1"),)),
+    WritePath("hmp-savevm", (), Change(OpKind.CREATE, "vm1"), prep="vm-snapshot",
+              vm=(("hmp", "savevm vm1"),)),
+    WritePath("hmp-loadvm", (), Change(OpKind.APPLY, "vm0"), prep="vm-snapshot",
+              vm=(("hmp", "loadvm vm0"),)),
     WritePath("hmp-delvm", (), Change(OpKind.DELETE, "s2"), vm=(("hmp", "delvm s2"),)),
-    WritePath("qmp-snapshot-save", (), Change(OpKind.CREATE, "vm1"),
-              vm=(("job", "snapshot-save", {"tag": "vm1", "vmstate": "disk0",
-                                            "devices": ["disk0"]}),)),
+    WritePath("qmp-snapshot-save", (), Change(OpKind.CREATE, "vm1"), prep="vm-snapshot",
+              vm=(("job", "snapshot-save", {"tag": "vm1", "vmstate": "disk0", **_DISK0}),)),
+    WritePath("qmp-snapshot-load", (), Change(OpKind.APPLY, "vm0"), prep="vm-snapshot",
+              vm=(("job", "snapshot-load", {"tag": "vm0", "vmstate": "disk0", **_DISK0}),)),
     WritePath("qmp-snapshot-delete", (), Change(OpKind.DELETE, "s3"),
-              vm=(("job", "snapshot-delete", {"tag": "s3", "devices": ["disk0"]}),)),
+              vm=(("job", "snapshot-delete", {"tag": "s3", **_DISK0}),)),
 )
 BY_NAME = {p.name: p for p in PATHS + VM_PATHS}
 
@@ -85,10 +97,17 @@ def make_base(run: Runner, tool: Tool, path: Path, cluster_size: int = 65536) ->
     return path
 
 
-def prepare(path: Path, prep: str | None, dest: Path) -> Path:
+def prepare(path: Path, prep: str | None, dest: Path, *, system: str | None = None,
+            io: str | None = None) -> Path:
+    """``dest``: a copy of ``path`` as the path starts from (``prep``); a VM snapshot needs
+    ``system`` (qemu-system) and ``io`` (qemu-io). Each call makes a new vm0 (a new UUID):
+    prepare once, and observe and run the path on the same copy."""
     shutil.copyfile(path, dest)
     if prep == "leak":
         leak_cluster(dest)
+    elif prep == "vm-snapshot":
+        from .vmops import prepare_vm_snapshot
+        prepare_vm_snapshot(system, io, dest, dest.parent)
     elif prep is not None:
         raise ValueError(f"unknown prep {prep!r}")
     return dest

@@ -1,9 +1,12 @@
-"""qemu-system-x86_64 without a guest (machine pc, TCG, stopped) on one qcow2 disk: savevm
-(HMP through QMP) and snapshot-save (a QMP job), killed with SIGKILL at a chosen moment.
+"""qemu-system-x86_64 without a guest (machine pc, TCG) on one qcow2 disk: savevm (HMP
+through QMP) and snapshot-save (a QMP job), killed with SIGKILL at a chosen moment.
 
 Guest RAM is filled from a file of random bytes (`-device loader`), so that the VM state
 has something to write and a save takes long enough to be interrupted in every phase:
 RAM, the device state, the snapshot table, the header and the current-snapshot record.
+
+The QMP client is the rig's (tests/qemu/lib/qmp.py): the harness listens, QEMU connects,
+and a job is waited for on its JOB_STATUS_CHANGE events, never by polling query-jobs.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from qemu.qmp.legacy import QEMUMonitorProtocol
+from rig import waiting
+from rig.errors import VMTimeout
+from rig.qmp import QMP
 
 RAM_MB = 192
 FILL_MB = 128  # random bytes loaded into guest RAM at 1 MiB
+FILL_AT = 0x100000
 KINDS = ("savevm", "snapshot-save")
 
 
@@ -29,10 +35,10 @@ class VMError(RuntimeError):
     pass
 
 
-def fill_file(path: Path, seed: int) -> Path:
-    if not path.exists() or path.stat().st_size != FILL_MB << 20:
+def fill_file(path: Path, seed: int, size: int = FILL_MB << 20) -> Path:
+    if not path.exists() or path.stat().st_size != size:
         rnd = random.Random(seed)
-        path.write_bytes(rnd.randbytes(FILL_MB << 20))
+        path.write_bytes(rnd.randbytes(size))
     return path
 
 
@@ -43,8 +49,12 @@ class VM:
     fill: Path | None  # None: no RAM fill (small VM state)
     work: Path
     proc: subprocess.Popen | None = None
-    qmp: QEMUMonitorProtocol | None = None
+    qmp: QMP | None = None
     disk: str | None = None  # a -blockdev for node disk0 instead of the plain qcow2 one
+    ram_mb: int = RAM_MB
+    bios: Path | None = None  # a firmware image instead of SeaBIOS (vmops.stub_bios)
+    paused: bool = True  # -S: the CPUs never run
+    pidfd: int | None = None
 
     @property
     def hmp_path(self) -> Path:
@@ -52,7 +62,9 @@ class VM:
 
     def argv(self, sock: Path) -> list[str]:
         return [self.system, "-nodefaults", "-no-user-config", "-machine", "pc",
-                "-accel", "tcg", "-display", "none", "-m", str(RAM_MB), "-S",
+                "-accel", "tcg", "-display", "none", "-m", str(self.ram_mb),
+                *(("-S",) if self.paused else ()),
+                *(("-bios", str(self.bios)) if self.bios else ()),
                 "-chardev", f"socket,id=mon,path={sock}", "-mon", "chardev=mon,mode=control",
                 # a second, readline monitor: savevm is typed there and not waited for
                 "-chardev", f"socket,id=hmp,path={self.hmp_path},server=on,wait=off",
@@ -61,29 +73,38 @@ class VM:
                   ("-blockdev", f"driver=file,filename={self.image},node-name=file0",
                    "-blockdev", "driver=qcow2,file=file0,node-name=disk0")),
                 "-device", "virtio-blk-pci,drive=disk0",
-                *(("-device", f"loader,file={self.fill},addr=0x100000,force-raw=on")
+                *(("-device", f"loader,file={self.fill},addr={FILL_AT:#x},force-raw=on")
                   if self.fill else ())]
 
     def launch(self, timeout: float = 30) -> VM:
+        """Start QEMU; its QMP chardev connects to a socket the harness listens on."""
         sock = self.work / f"qmp-{os.getpid()}.sock"
         sock.unlink(missing_ok=True)
-        self.qmp = QEMUMonitorProtocol(str(sock), server=True)
-        log = open(self.work / "qemu.log", "ab")
-        log.write(f"$ {shlex.join(self.argv(sock))}\n".encode())
-        log.flush()
-        self.proc = subprocess.Popen(self.argv(sock), stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT)
-        log.close()
+        listener = waiting.Listener(sock)
         try:
-            self.qmp.accept(timeout)
-        except Exception as exc:
-            self.kill()
-            raise VMError(f"QEMU did not connect to QMP: {exc} (log: {self.work}/qemu.log)")
-        self.qmp.settimeout(timeout)
+            log = open(self.work / "qemu.log", "ab")
+            log.write(f"$ {shlex.join(self.argv(sock))}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(self.argv(sock), stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT)
+            log.close()
+            self.pidfd = waiting.pidfd(self.proc.pid)
+            try:
+                conn = listener.accept(timeout, self.pidfd)
+                self.qmp = QMP(conn, self.work / "qmp.log", timeout=timeout)
+                self.qmp.connect()
+            except (waiting.ProcessExited, TimeoutError, OSError) as exc:
+                self.kill()
+                raise VMError(f"QEMU did not connect to QMP ({type(exc).__name__}: {exc}); "
+                              f"exit {self.proc.returncode} (log: {self.work}/qemu.log)")
+        finally:
+            listener.close()
+            sock.unlink(missing_ok=True)
         return self
 
     def cmd(self, name: str, **args) -> dict:
-        return self.qmp.cmd_obj({"execute": name, **({"arguments": args} if args else {})})
+        """The whole response (``return`` or ``error``)."""
+        return self.qmp.cmd_raw(name, **args)
 
     def hmp(self, line: str) -> str:
         resp = self.cmd("human-monitor-command", **{"command-line": line})
@@ -91,40 +112,54 @@ class VM:
             raise VMError(f"HMP {line}: {resp['error']}")
         return resp["return"]
 
+    def status(self) -> str:
+        return self.cmd("query-status")["return"]["status"]
+
+    def start_job(self, command: str, job: str, **args) -> None:
+        """Start a job command (its stale events forgotten first, so that wait_job cannot
+        take one of an earlier job of the same id)."""
+        self.qmp.discard_events(QMP.event("JOB_STATUS_CHANGE", id=job))
+        resp = self.cmd(command, **{"job-id": job, **args})
+        if "error" in resp:
+            raise VMError(f"{command}: {resp['error']}")
+
     def wait_job(self, job: str, timeout: float = 120) -> str:
-        """Wait for the job to conclude, return its error ('' if none): query-jobs after
-        each event (JOB_STATUS_CHANGE), at least every second."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            jobs = self.cmd("query-jobs").get("return", [])
-            mine = next((j for j in jobs if j["id"] == job), None)
-            if mine is None:
-                raise VMError(f"job {job} is gone")
-            if mine["status"] == "concluded":
-                self.cmd("job-dismiss", id=job)
-                return mine.get("error", "")
-            try:
-                self.qmp.get_events(wait=1.0)
-            except Exception:  # noqa: BLE001 - no event within the second: ask again
-                pass
-        raise VMError(f"job {job} did not conclude in {timeout}s")
+        """Wait for the job's JOB_STATUS_CHANGE to "concluded" (blocking on the QMP socket),
+        dismiss it, return its error ('' if none)."""
+        try:
+            self.qmp.wait_event(QMP.event("JOB_STATUS_CHANGE", id=job, status="concluded"),
+                                timeout, f"JOB_STATUS_CHANGE concluded of job {job}")
+        except VMTimeout as exc:
+            raise VMError(f"job {job} did not conclude: {exc}") from None
+        mine = next((j for j in self.cmd("query-jobs").get("return", []) if j["id"] == job),
+                    None)
+        if mine is None:
+            raise VMError(f"job {job} is gone")
+        self.cmd("job-dismiss", id=job)
+        return mine.get("error", "")
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=30)
+        self._close()
+
+    def _close(self) -> None:
         if self.qmp:
-            try:
-                self.qmp.close()
-            except Exception:  # noqa: BLE001 - the peer is gone
-                pass
+            self.qmp.close()
+            self.qmp = None
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
     def quit(self) -> None:
+        """quit, waited for on the process's pidfd; SIGKILL if it does not exit."""
         try:
             self.cmd("quit")
-            self.proc.wait(timeout=30)
-        except Exception:  # noqa: BLE001 - one shutdown path: kill what did not quit
+        except Exception:  # noqa: BLE001 - QEMU may close the socket before it answers
             pass
+        if self.proc is not None:
+            waiting.wait_exit(self.proc, self.pidfd, 30)
         self.kill()
 
 
@@ -136,10 +171,7 @@ def start_save(vm: VM, kind: str, tag: str) -> socket.socket | None:
         sock.connect(str(vm.hmp_path))
         sock.sendall(f"savevm {tag}\n".encode())
         return sock
-    resp = vm.cmd("snapshot-save", **{"job-id": "save", "tag": tag, "vmstate": "disk0",
-                                      "devices": ["disk0"]})
-    if "error" in resp:
-        raise VMError(f"snapshot-save: {resp['error']}")
+    vm.start_job("snapshot-save", "save", tag=tag, vmstate="disk0", devices=["disk0"])
     return None
 
 
@@ -156,38 +188,3 @@ def timed_save(vm: VM, kind: str, tag: str) -> float:
         if err:
             raise VMError(f"snapshot-save {tag}: {err}")
     return time.monotonic() - t0
-
-
-def blklogwrites_blockdev(image: Path, log: Path) -> str:
-    return ("driver=qcow2,node-name=disk0,file.driver=blklogwrites,file.file.driver=file,"
-            f"file.file.filename={image},file.log.driver=file,file.log.filename={log},"
-            "file.log-sector-size=512,file.log-super-update-interval=1")
-
-
-def run_vm_op(system: str, image: Path, log: Path, steps: tuple, work: Path):
-    """The steps (("hmp", LINE) or ("job", COMMAND, ARGS)) in a VM whose disk is ``image``
-    on blklogwrites, then quit. An observe.Result: exit 0, or 1 with the first error."""
-    from .observe import Result
-    t0 = time.monotonic()
-    vm = VM(system, image, None, work, disk=blklogwrites_blockdev(image, log))
-    argv = vm.argv(work / "qmp.sock")
-    try:
-        vm.launch()
-        for step in steps:
-            if step[0] == "hmp":
-                out = vm.hmp(step[1]).strip()
-                if out:
-                    raise VMError(f"HMP {step[1]}: {out}")
-            else:
-                resp = vm.cmd(step[1], **{"job-id": "op", **step[2]})
-                if "error" in resp:
-                    raise VMError(f"{step[1]}: {resp['error']}")
-                err = vm.wait_job("op")
-                if err:
-                    raise VMError(f"{step[1]}: {err}")
-    except VMError as exc:
-        vm.quit()
-        return Result(argv, 1, "", str(exc), time.monotonic() - t0)
-    vm.quit()
-    code = vm.proc.returncode if vm.proc else 0
-    return Result(argv, code if code is not None else 0, "", "", time.monotonic() - t0)

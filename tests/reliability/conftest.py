@@ -157,12 +157,20 @@ class Tools:
     system: Path  # the patched qemu-system-x86_64
     stock: Tool | None
     debian: Tool  # Debian's qemu-img 7.2: every state must open there too
+    stock_system: Path | None = None
 
     def build(self, name: str) -> Tool:
         tool = {"patched": self.patched, "stock": self.stock}[name]
         if tool is None:
             pytest.skip(f"no {name} build")
         return tool
+
+    def systems(self, name: str) -> Path:
+        """The qemu-system-x86_64 of build ``name`` (the VM paths)."""
+        system = {"patched": self.system, "stock": self.stock_system}[name]
+        if system is None:
+            pytest.skip(f"no {name} build")
+        return system
 
 
 @pytest.fixture(scope="session")
@@ -173,14 +181,14 @@ def require(pytestconfig) -> Requirements:
 @pytest.fixture(scope="session")
 def tools(require, mode) -> Tools:
     patched = require.build("patched")
-    stock = None
+    stock = stock_system = None
     if "stock" in mode.crash_builds + mode.fault_builds:
         s = require.build("stock")
-        stock = Tool("stock", str(s.img), str(s.io))
+        stock, stock_system = Tool("stock", str(s.img), str(s.io)), s.system
     require.executable(Path(DEBIAN_IMG), package="qemu-utils",
                        why=" (every crash state must open in an older deployed qemu-img)")
     return Tools(Tool("patched", str(patched.img), str(patched.io)), patched.system, stock,
-                 Tool("qemu-img 7.2", DEBIAN_IMG))
+                 Tool("qemu-img 7.2", DEBIAN_IMG), stock_system)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,14 @@
-"""Part 2: fault injection with blkdebug (rig/reliability/faults.py, rig/reliability/blkdebug.py).
+"""Part 2: fault injection with blkdebug (rig/reliability/faults.py and blkdebug.py).
 
 Every write and every flush of each qemu-img write path fails once (EIO; the full run also
 ENOSPC and the first occurrences of qcow2's metadata events). Afterwards: the operation
 failed cleanly (no crash) or succeeded, it never reports a failure after it committed nor
 success without committing, nothing committed is lost, and check finds nothing that puts
-data at risk (rig/reliability/invariants.py).
+data at risk (rig/reliability/invariants.py). The same for the VM paths (HMP savevm / loadvm
+/ delvm, QMP snapshot-save / -load / -delete in qemu-system, rig/reliability/vmops.py),
+where the VM must also run afterwards (a failed load may leave it in restore-vm) and a load
+must restore the RAM the snapshot saved; the smoke injects into one of each kind
+(hmp-savevm, qmp-snapshot-load, hmp-delvm), at every index too.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from rig.reliability import known
 from rig.reliability.faults import count_requests, inject, plan
 from rig.reliability.modes import mode_of
 from rig.reliability.observe import observe
-from rig.reliability.scenario import PATHS, prepare
+from rig.reliability.scenario import BY_NAME, PATHS, prepare
 
 
 def pytest_generate_tests(metafunc):
@@ -23,22 +27,26 @@ def pytest_generate_tests(metafunc):
         return
     mode = mode_of(metafunc.config)
     cases = [pytest.param(b, p, id=f"{b}-{p.name}") for b in mode.fault_builds for p in PATHS]
+    cases += [pytest.param(b, BY_NAME[n], id=f"{b}-{n}") for b in mode.fault_builds
+              for n in mode.fault_vm_paths]
     metafunc.parametrize("build,wp", cases)
 
 
 def test_faults(build, wp, mode, tools, bases, run, test_dir, scratch, summary, settle):
     base = bases()
     runner = tools.build(build)
-    pre = prepare(base.path, wp.prep, scratch / "pre.qcow2")
+    system = str(tools.systems(build))
+    pre = prepare(base.path, wp.prep, scratch / "pre.qcow2", system=str(tools.system),
+                  io=tools.patched.io)
     before = base.view if not wp.prep else \
         observe(run, pre, tools.patched, [tools.debian], scratch).view
-    writes, flushes = count_requests(run, wp, pre, runner, scratch)
+    writes, flushes = count_requests(run, wp, pre, runner, scratch, system=system)
     faults = plan(writes, flushes, mode.fault_errnos, mode.fault_events)
     result = inject(run, wp, pre, before, faults, runner, tools.patched, [tools.debian],
                     scratch, writes=writes, flushes=flushes, identity=build == "patched",
-                    keep=test_dir / "failed-runs")
+                    keep=test_dir / "failed-runs", system=system)
     data = result.to_json()
-    data["build"] = build
+    data.update(build=build, vm=bool(wp.vm))
     problems = [f"{r.fault.label()} (exit {r.exit}): {p}" for r in result.failures
                 for p in r.problems]
     part = f"faults:{wp.name}"

@@ -343,7 +343,13 @@ def test_report_renders_each_part(tmp_path):
                 "log": {"writes": 12, "flushes": 8}, "states": 48, "distinct_images": 16,
                 "harmless_inconsistent": 13, "check_exit2_harmless": 3, "failed_states": 0,
                 "known_bugs": [],
-                "bound": "b"}},
+                "bound": "b"},
+                "patched/64k/qmp-snapshot-save": {
+                "build": "patched", "cluster_size": 65536, "path": "qmp-snapshot-save",
+                "log": {"writes": 38, "flushes": 14}, "states": 484, "distinct_images": 30,
+                "failed_states": 0, "known_bugs": [], "bound": "b",
+                "loadvm": {"states": 30, "loaded": 12, "new_snapshot": 2, "previous": 10,
+                           "failed_runs": 0}}},
             "faults": {"patched/snapshot-a": {"build": "patched", "path": "snapshot-a",
                                               "writes": 6, "flushes": 7, "runs": 15,
                                               "op_failed": 5, "failed_runs": 2,
@@ -356,6 +362,116 @@ def test_report_renders_each_part(tmp_path):
             "bugs": [{"id": "REL-1", "origin": "upstream", "title": "t"}]}
     text = "\n".join(report._reliability_rows(json.loads(json.dumps(data))))
     assert "| patched | 64k | snapshot-c | 12 / 8 | 48 | 16 | 13 (3) | 0 | - |" in text
+    assert "| qmp-snapshot-save | 30 | 12 | 2 | 10 | 0 |" in text
     assert "| patched | snapshot-a | 6 / 7 | 15 | 5 | 2 | REL-1 |" in text
     assert "| 4 | 2 | 2 | 0 | - |" in text and "REL-4 x1" in text
     assert "**REL-1** (upstream): t" in text
+
+
+# -- the VM paths (lib/vmops.py, invariants.runstate) -------------------------------------
+
+
+def test_runstate_after_a_vm_operation():
+    from rig.reliability.invariants import runstate
+    save, load = Change(OpKind.CREATE, "vm1"), Change(OpKind.APPLY, "vm0")
+    assert runstate(save, 0, "running") == []
+    assert runstate(save, 1, "running") == []
+    assert "restore-vm" in runstate(save, 1, "restore-vm")[0]  # a failed save resumes
+    assert runstate(load, 1, "restore-vm", resumed="running") == []  # 10.2.2: stopped
+    assert "cont did not resume it (paused)" in runstate(load, 1, "restore-vm",
+                                                         resumed="paused")[0]
+    assert runstate(load, 0, "restore-vm")  # a load that succeeded must resume
+    assert runstate(save, 0, None) == ["QEMU did not answer query-status after the operation"]
+    assert runstate(load, 0, "running", "prep", "prep") == []
+    assert "guest RAM holds load" in runstate(load, 0, "running", "load", "prep")[0]
+    assert runstate(load, 1, "running", None, "prep") == []  # failed: RAM is undefined
+
+
+def test_hmp_failure_is_an_error_line_not_a_warning():
+    from rig.reliability.vmops import hmp_failed
+    assert hmp_failed("Error: Could not create snapshot 'vm1' on 'disk0'")
+    assert hmp_failed("failed to save SaveStateEntry with id(name): 1(ram): -5\r\n"
+                      "Error: Error while writing VM state: Input/output error")
+    assert not hmp_failed("warning: Failed to record the current snapshot of 'x': "
+                          "Input/output error")
+    assert not hmp_failed("")
+
+
+def test_vm_paths_are_the_six_operations():
+    from rig.reliability.scenario import VM_PATHS
+    kinds = {p.name: (p.change.kind, p.prep) for p in VM_PATHS}
+    assert kinds == {
+        "hmp-savevm": (OpKind.CREATE, "vm-snapshot"),
+        "hmp-loadvm": (OpKind.APPLY, "vm-snapshot"),
+        "hmp-delvm": (OpKind.DELETE, None),
+        "qmp-snapshot-save": (OpKind.CREATE, "vm-snapshot"),
+        "qmp-snapshot-load": (OpKind.APPLY, "vm-snapshot"),
+        "qmp-snapshot-delete": (OpKind.DELETE, None)}
+    for p in VM_PATHS:  # every job names the disk, and every step is HMP or a job
+        for step in p.vm:
+            assert step[0] in ("hmp", "job")
+            if step[0] == "job":
+                assert step[2]["devices"] == ["disk0"]
+
+
+def test_stub_bios_halts_at_the_reset_vector(tmp_path):
+    from rig.reliability import vmops
+    rom = vmops.stub_bios(tmp_path).read_bytes()
+    assert len(rom) == 65536
+    assert rom[0xFFF0:0xFFF3] == b"\xf4\xeb\xfd"  # hlt; jmp back to the hlt
+    vm = vmops.vm_for("qemu-system-x86_64", "driver=qcow2,node-name=disk0", tmp_path, "op")
+    argv = vm.argv(tmp_path / "q.sock")
+    assert "-S" not in argv and argv[argv.index("-bios") + 1] == str(tmp_path / "hlt-bios.bin")
+    assert argv[argv.index("-m") + 1] == "16"
+    assert argv[argv.index("-blockdev") + 1] == "driver=qcow2,node-name=disk0"
+
+
+def test_ram_fills_differ_per_role_and_are_recognised(tmp_path):
+    from rig.reliability import vmops
+    fills = {r: vmops.fill(tmp_path, r).read_bytes() for r in vmops.SEEDS}
+    assert len(set(fills.values())) == 3 and all(len(f) == 256 << 10 for f in fills.values())
+    for role, data in fills.items():
+        assert vmops.ram_owner(data, tmp_path) == role
+    assert vmops.ram_owner(bytes(256 << 10), tmp_path) is None
+
+
+def test_pick_states_balances_listed_and_absent():
+    from rig.reliability.vmops import pick_states
+    st = cs.CrashState(0)
+    distinct = [(st, ["s1", "vm0"], False)] * 10 + [(st, ["s1", "vm0", "vm1"], False)] * 3 \
+        + [(st, None, True)]
+    assert pick_states(distinct, None, 1, "vm1") == list(range(14))
+    picked = pick_states(distinct, 6, 1, "vm1")
+    assert len(picked) == 6 and picked == sorted(picked)
+    assert sum(10 <= i <= 12 for i in picked) == 3  # the new snapshot's half
+    again = pick_states(distinct, 8, 1, "vm1")  # only 3 list vm1: the rest from the others
+    assert len(again) == 8 and sum(10 <= i <= 12 for i in again) == 3
+    assert pick_states(distinct, 6, 1, "vm1") == picked  # seeded
+
+
+def test_sample_keys_is_seeded_and_bounded():
+    from rig.reliability.explore import sample_keys
+    keys = ["a", "b", "a", "c", "d", "e"]
+    assert sample_keys(keys, 10, 3) == {"a", "b", "c", "d", "e"}
+    picked = sample_keys(keys, 2, 3)
+    assert len(picked) == 2 and picked <= set(keys) and picked == sample_keys(keys, 2, 3)
+
+
+def test_fault_control_is_past_the_last_request():
+    from rig.reliability.faults import is_control, plan
+    faults = plan(3, 2, (5,), False)
+    assert [f.label() for f in faults if is_control(f, 3, 2)] == ["EIO at write #4",
+                                                                  "EIO at flush #3"]
+    assert len(faults) == 3 + 1 + 2 + 1
+
+
+def test_vm_state_size_of_an_old_snapshot_must_not_change():
+    b = _before()
+    vm0 = Snap("4", "vm0", U[3], U[2], "d4", 1000)
+    before = ImageView(b.snapshots + (vm0,), "active", "valid", U[3])
+    same = verify(before, Change(OpKind.CREATE, "x"), _obs(before.snapshots, current=U[3]))
+    assert same == []
+    lost = Snap("4", "vm0", U[3], U[2], "d4", 0)
+    problems = verify(before, Change(OpKind.CREATE, "x"),
+                      _obs(b.snapshots + (lost,), current=U[3]))
+    assert problems == ["snapshot vm0: VM state size 0, was 1000"]

@@ -170,3 +170,32 @@ def test_run_job_waits_for_the_concluded_event(tmp_path):
     with pytest.raises(VMTimeout):
         qmp.wait_event(qmp.event("DEVICE_DELETED", device="x"), 0.3, "DEVICE_DELETED")
     qmp.close()
+
+
+def test_reliability_vm_wait_job_waits_for_the_concluded_event(tmp_path):
+    """tests/reliability/lib/vmkill.VM.wait_job: on the rig's QMP client, blocking on
+    JOB_STATUS_CHANGE events; query-jobs once, after "concluded", to read the error."""
+    from rig.qmp import QMP
+    from rig.reliability import vmkill
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    change = [{"event": "JOB_STATUS_CHANGE", "data": {"id": "save", "status": s}}
+              for s in ("created", "running", "concluded")]
+    _fake_qemu_qmp(theirs, {"snapshot-save": change},
+                   {"query-jobs": [{"id": "save", "status": "concluded",
+                                    "type": "snapshot-save", "error": "No space left"}]})
+    vm = vmkill.VM("qemu-system-x86_64", tmp_path / "x.qcow2", None, tmp_path)
+    vm.qmp = QMP(ours, tmp_path / "qmp.log", timeout=10)
+    vm.qmp.connect()
+    start = time.monotonic()
+    vmkill.start_save(vm, "snapshot-save", "t")
+    assert vm.wait_job("save", timeout=10) == "No space left"
+    assert time.monotonic() - start < 5
+    log = (tmp_path / "qmp.log").read_text()
+    assert log.count('"query-jobs"') == 1, "wait_job polled query-jobs"
+    assert log.index('"concluded"') < log.index('"query-jobs"') < log.index('"job-dismiss"')
+    # a job that never concludes: the wait ends at its timeout, with no query-jobs either
+    with pytest.raises(vmkill.VMError, match="did not conclude"):
+        vm.wait_job("other", timeout=0.3)
+    assert (tmp_path / "qmp.log").read_text().count('"query-jobs"') == 1
+    vm.qmp.close()
