@@ -18,6 +18,7 @@ SERIES_IOTEST_FEATURES = {
     "loadvm-tag-not-id": (),
     "qcow2-snapshot-l1-overlap": (),
     "qcow2-snapshot-write-errors": (),
+    "savevm-vmstate-flush-error": (),
     "qcow2-snapshot-uuid": ("snapshot-uuid",),
     "qcow2-current-snapshot": ("snapshot-uuid",),
     "qcow2-snapshot-old-writer": ("snapshot-uuid",),

@@ -41,27 +41,6 @@ KNOWN: tuple[KnownBug, ...] = (
         "rel-6-corrupt-leak.sh",
         asan=True,
     ),
-    KnownBug(
-        "REL-7",
-        "savevm / snapshot-save fail without an error when the flush that ends the VM "
-        "state fails (save_snapshot() drops qemu_fclose()'s error): HMP savevm prints "
-        "nothing, as if it succeeded, and no snapshot exists; the snapshot-save job "
-        "concludes with 'Operation not permitted'",
-        "upstream",
-        ("faults:hmp-savevm",),
-        r"reported success but did not take effect",
-        "rel-7-8-savevm-vmstate-flush.sh",
-    ),
-    KnownBug(
-        "REL-8",
-        "when that flush fails the VM state channel keeps its reference to the block node "
-        "(qemu_fopen_bdrv() never drops the channel it creates; only a successful close "
-        "unrefs the node): QEMU aborts at quit in bdrv_close_all()",
-        "upstream",
-        ("faults:hmp-savevm", "faults:qmp-snapshot-save"),
-        r"bdrv_close_all: Assertion",
-        "rel-7-8-savevm-vmstate-flush.sh",
-    ),
 )
 
 
