@@ -1,4 +1,5 @@
-"""Bugs the reliability suite found that are not fixed yet, in one place.
+"""Bugs the reliability suite found, in one place: KNOWN (not fixed yet), FIXED (fixed by a
+stable-fixes patch; their reproducers are regression tests).
 
 A failure of a test that every one of its problems matches a known bug of the same write
 path makes the test a strict xfail naming the bug (so CI stays meaningful while the fix is
@@ -57,3 +58,29 @@ def classify(part: str, problems: list[str]) -> set[str] | None:
 
 def expected(part: str) -> list[KnownBug]:
     return [b for b in KNOWN if part in b.parts]
+
+
+@dataclass(frozen=True)
+class FixedBug:
+    """A bug the suite found that a patch of the stable-fixes series fixes: its reproducer
+    stays as a regression test (exit 0 on the patched build, 1 on stock, which has it)."""
+
+    ids: tuple[str, ...]
+    reproducer: str  # under tests/reliability/bugs/, as KnownBug.reproducer
+    fixed_by: str  # the patch's subject
+    asan: bool = False  # shows only under LeakSanitizer: checked on the patched ASan build
+
+
+FIXED: tuple[FixedBug, ...] = (
+    FixedBug(("REL-1",), "rel-1-snapshot-apply-copied.sh",
+             "qcow2: Clear OFLAG_COPIED in a snapshot's L1 table before applying it"),
+    FixedBug(("REL-2", "REL-3"), "rel-2-3-failure-after-commit.sh",
+             "qcow2: Do not fail snapshot apply or delete after they took effect"),
+    FixedBug(("REL-4",), "rel-4-l1-size-assert.sh",
+             "qcow2: Do not apply or free snapshots whose L1 table is the active one"),
+    FixedBug(("REL-5",), "rel-5-check-repair-leak.sh",
+             "qcow2: Do not leak the snapshot table when check reads it again", asan=True),
+    FixedBug(("REL-7", "REL-8"), "rel-7-8-savevm-vmstate-flush.sh",
+             "migration/savevm: Report a failure to flush the VM state; "
+             "migration/savevm: Do not leak the VM state channel"),
+)

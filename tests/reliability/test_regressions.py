@@ -91,3 +91,31 @@ def test_known_bug_reproducer(bug, tools, require):
                     "from rig/reliability/known.py", pytrace=False)
     pytest.fail(f"{bug.reproducer} exited {res.returncode}:\n{res.stdout}\n{res.stderr}",
                 pytrace=False)
+
+
+def _reproduce(script: str, build) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", str(BUGS / script), str(build.img), str(build.io)],
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.parametrize("bug", known.FIXED, ids=["/".join(b.ids) for b in known.FIXED])
+def test_fixed_bug_reproducer(bug, tools, require):
+    """A fixed bug's reproducer: the patched build passes it (exit 0), and stock, which has
+    the bug, fails it (exit 1), so the reproducer still reproduces what it was written for."""
+    if bug.asan:
+        try:
+            patched = builds.resolve("patched-asan")
+        except BuildMissing as exc:
+            require.missing(f"{bug.reproducer} needs the ASan build: {exc}")
+    else:
+        patched = tools.patched
+    res = _reproduce(bug.reproducer, patched)
+    assert res.returncode == 0, \
+        f"{'/'.join(bug.ids)} shows again on the patched build (fixed by {bug.fixed_by}):\n" \
+        f"{res.stdout[-2000:]}{res.stderr[-2000:]}"
+    if bug.asan or tools.stock is None:
+        return  # no ASan build of stock; without stock the patched side is the test
+    res = _reproduce(bug.reproducer, tools.stock)
+    assert res.returncode == 1, \
+        f"{bug.reproducer} no longer shows {'/'.join(bug.ids)} on stock (exit " \
+        f"{res.returncode}):\n{res.stdout[-2000:]}{res.stderr[-2000:]}"

@@ -329,6 +329,12 @@ def test_every_known_bug_has_a_reproducer_and_a_write_up():
     for b in known.KNOWN:
         assert (bugs / b.reproducer).is_file(), b.reproducer
         assert f"## {b.id}:" in text, b.id
+    for f in known.FIXED:
+        assert (bugs / f.reproducer).is_file(), f.reproducer
+        assert all(f"## {i}:" in text for i in f.ids), f.ids
+    listed = {b.reproducer for b in known.KNOWN} | {f.reproducer for f in known.FIXED}
+    assert {p.name for p in bugs.glob("*.sh")} == listed  # every reproducer is run
+    assert not {b.id for b in known.KNOWN} & {i for f in known.FIXED for i in f.ids}
     regressions = suite / "regressions"
     for meta in regressions.glob("*.json"):
         data = json.loads(meta.read_text())
