@@ -18,10 +18,10 @@ FEATURES (name -> how it is probed):
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from . import commands
 from .builds import QemuBuild
 from .errors import MonitorError, RigError
 
@@ -61,12 +61,13 @@ def qmp_commands(stdout: str) -> set[str]:
 
 
 def _run(argv: list, stdin: str | None = None) -> str:
-    argv = [str(a) for a in argv]
     try:
-        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120,
-                              check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ProbeError(f"{' '.join(argv)}: {exc}") from exc
+        proc = commands.run(argv, input=stdin, timeout=120)
+    except OSError as exc:
+        raise ProbeError(f"{' '.join(map(str, argv))}: {exc}") from exc
+    argv = proc.argv
+    if proc.timed_out:
+        raise ProbeError(f"{' '.join(argv)}: timed out after 120 s")
     if proc.returncode != 0:
         raise ProbeError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
     return proc.stdout

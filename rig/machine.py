@@ -27,7 +27,7 @@ from pathlib import Path
 
 from harness.core.config import FIRMWARE_DIRS
 
-from . import procs, waiting
+from . import commands, procs, waiting
 from .builds import QemuBuild
 from .console import Console
 from .errors import BuildMissing, VMLaunchError, VMTimeout
@@ -389,8 +389,8 @@ class VM:
         ]
         with open(self.log_path, "ab") as f:
             f.write(f"[rig] $ {shlex.join(args)}\n".encode())
-        proc = subprocess.run(args, capture_output=True, text=True, check=False)
-        out = proc.stdout + proc.stderr
+        proc = commands.run(args, timeout=120)
+        out = proc.output
         if proc.returncode != 0:
             raise VMTimeout(f"{shlex.join(args)} failed ({proc.returncode}):\n{out}", self.workdir)
         data = bytearray()

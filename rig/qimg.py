@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import tempfile
 import uuid as uuidlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from rig import qcow2
+from rig import commands, qcow2
 from rig.errors import FeatureAbsent
 
 DEBIAN_IMG = Path("/usr/bin/qemu-img")
@@ -74,7 +73,7 @@ ENV = dict(
 )
 
 
-def no_crash(proc: subprocess.CompletedProcess, what: str) -> None:
+def no_crash(proc: commands.Result, what: str) -> None:
     out = (proc.stdout or "") + (proc.stderr or "")
     assert proc.returncode >= 0, f"{what}: killed by signal {-proc.returncode}\n{out[-3000:]}"
     assert proc.returncode != 86, f"{what}: sanitizer error\n{out[-6000:]}"
@@ -84,13 +83,12 @@ def no_crash(proc: subprocess.CompletedProcess, what: str) -> None:
 
 def run(
     cmd: list, rcs: tuple[int, ...] | None = (0,), stdin: str | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess:
-    """Run a QEMU tool; never a crash; return code in ``rcs`` unless that is None."""
-    cmd = [str(c) for c in cmd]
-    proc = subprocess.run(
-        cmd, input=stdin, capture_output=True, text=True, env=ENV, timeout=timeout, check=False
-    )
-    what = " ".join(cmd)
+) -> commands.Result:
+    """Run a QEMU tool (rig/commands.py); never a crash; return code in ``rcs`` unless that
+    is None."""
+    proc = commands.run(cmd, input=stdin, env=ENV, timeout=timeout)
+    what = " ".join(proc.argv)
+    assert not proc.timed_out, f"{what}: timed out after {timeout}s\n{proc.output[-3000:]}"
     no_crash(proc, what)
     if rcs is not None:
         assert proc.returncode in rcs, (
@@ -100,7 +98,7 @@ def run(
     return proc
 
 
-def img(t: Tools, *args, rcs: tuple[int, ...] | None = (0,)) -> subprocess.CompletedProcess:
+def img(t: Tools, *args, rcs: tuple[int, ...] | None = (0,)) -> commands.Result:
     return run([t.img, *args], rcs=rcs)
 
 
@@ -146,14 +144,14 @@ def listing(t: Tools, path: Path) -> dict[str, tuple[str, str]]:
 
 def check(
     t: Tools, path: Path, *, repair: bool | str = False, rcs: tuple[int, ...] | None = (0,)
-) -> subprocess.CompletedProcess:
+) -> commands.Result:
     """qemu-img check; ``repair``: True or "all" for -r all, "leaks" for -r leaks."""
     mode = "all" if repair is True else repair
     args = ["check", "-f", "qcow2"] + (["-r", mode] if mode else []) + [path]
     return img(t, *args, rcs=rcs)
 
 
-def notes(proc: subprocess.CompletedProcess) -> list[str]:
+def notes(proc: commands.Result) -> list[str]:
     """check's warnings and repairs of lineage metadata (not corruption: exit code 0)."""
     return [line for line in (proc.stdout + proc.stderr).splitlines()
             if line.startswith(("Warning:", "Repairing"))]
@@ -162,7 +160,7 @@ def notes(proc: subprocess.CompletedProcess) -> list[str]:
 def qmp_session(
     t: Tools, path: Path, commands: list[tuple[str, dict]], rcs: tuple[int, ...] | None = (0,),
     drive_opts: str = "",
-) -> tuple[subprocess.CompletedProcess, list]:
+) -> tuple[commands.Result, list]:
     """Open ``path`` in qemu-system (-M none, -drive if=none,id=d0[,drive_opts]), run QMP
     ``commands`` over stdio, quit. Returns the process and one response per command."""
     assert t.system is not None

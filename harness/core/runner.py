@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from harness.core.errors import CommandFailed, CommandTimeout, EnvironmentProblem
+from harness.core.logs import LogFile
 from harness.core.timer import Timer
 
 # Longer than anything the harness runs on a 2-core machine (a clean build of both trees
@@ -33,24 +34,17 @@ DEFAULT_TIMEOUT = 3 * 3600.0
 INTERRUPT_GRACE = 20.0  # seconds a command gets to clean up after Ctrl-C
 
 
-class StageLog:
-    """A per-stage log file; optionally echoes command output to the terminal."""
+class StageLog(LogFile):
+    """A stage's log file (stdlib logging, harness/core/logs.py): every command and its
+    output; with ``echo`` the runner also shows command output on the terminal."""
 
     def __init__(self, path: Path, echo: bool = False):
-        self.path = path
-        self.echo = echo
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(path, "a", encoding="utf-8", errors="replace")
-
-    def write(self, text: str) -> None:
-        self._fh.write(text)
-        self._fh.flush()
-
-    def note(self, text: str) -> None:
-        self.write(f"# {text}\n")
+        super().__init__("harness.stage", path)
+        self.echo = echo
 
     def close(self) -> None:
-        self._fh.close()
+        pass  # nothing stays open: each record appends to the file
 
     def __enter__(self) -> StageLog:
         return self
@@ -63,13 +57,13 @@ class NullLog(StageLog):
     """Discards everything (used by tests and quick queries)."""
 
     def __init__(self):  # noqa: D401 - no file
-        self.path = Path(os.devnull)
+        LogFile.__init__(self, "harness.null", os.devnull)
         self.echo = False
 
     def write(self, text: str) -> None:
         pass
 
-    def close(self) -> None:
+    def note(self, text: str) -> None:
         pass
 
 

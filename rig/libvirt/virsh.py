@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import re
 import shlex
-import subprocess
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+
+from rig.commands import CommandLog, Result  # noqa: F401 (CommandLog: the suite's log)
 
 from .lineage import Tree
 
@@ -26,49 +24,6 @@ ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": "/root"}
 class VirshError(Exception):
     """virsh failed (not an AssertionError: libvirt refusing an operation is not a tree
     mismatch, and the message says which command it was)."""
-
-
-@dataclass(frozen=True)
-class Result:
-    argv: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-
-class CommandLog:
-    """Appends each command, its output and exit status to one file of the test."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def write(self, text: str) -> None:
-        with open(self.path, "a", encoding="utf-8", errors="replace") as fh:
-            fh.write(text if text.endswith("\n") or not text else text + "\n")
-
-    def note(self, text: str) -> None:
-        self.write(f"# {text}")
-
-    def run(self, argv: Sequence[str], *, env: dict | None = None, timeout: float = 300,
-            check: bool = True) -> Result:
-        argv = [str(a) for a in argv]
-        self.write(f"$ {shlex.join(argv)}")
-        t0 = time.monotonic()
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, errors="replace",
-                                  env=env, timeout=timeout, check=False,
-                                  stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired as exc:
-            self.write(f"# TIMEOUT after {timeout}s")
-            raise VirshError(f"timed out after {timeout}s: {shlex.join(argv)}") from exc
-        res = Result(argv, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - t0)
-        self.write(proc.stdout + (f"[stderr]\n{proc.stderr}" if proc.stderr else ""))
-        self.write(f"# exit {proc.returncode} after {res.seconds:.2f}s")
-        if check and proc.returncode != 0:
-            raise VirshError(f"exit {proc.returncode}: {shlex.join(argv)}\n"
-                             f"{(proc.stderr or proc.stdout).strip()[-1500:]}")
-        return res
 
 
 class Virsh:
@@ -83,7 +38,14 @@ class Virsh:
         return [*self.prefix, "virsh", "-c", self.uri, *args]
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 300) -> Result:
-        return self.log.run(self.argv(*args), env=dict(ENV), timeout=timeout, check=check)
+        argv = self.argv(*args)
+        res = self.log.run(argv, env=ENV, timeout=timeout)
+        if res.timed_out:
+            raise VirshError(f"timed out after {timeout}s: {shlex.join(argv)}")
+        if check and res.returncode != 0:
+            raise VirshError(f"exit {res.returncode}: {shlex.join(argv)}\n"
+                             f"{(res.stderr or res.stdout).strip()[-1500:]}")
+        return res
 
     # -- the snapshot tree ------------------------------------------------------------
 

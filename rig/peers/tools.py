@@ -7,12 +7,12 @@ import json
 import os
 import shlex
 import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.stages import peers as hpeers
+from rig.commands import CommandLog, Result
 
 DEBIAN = {
     "qemu-img": "/usr/bin/qemu-img",
@@ -117,17 +117,13 @@ def probe_version(img: list[str]) -> str:
 
 
 class Commands:
-    """Runs commands for one test and appends each (argv, exit code, output) to a log."""
+    """Runs commands for one test (rig/commands.py) and logs each to the test's log."""
 
     def __init__(self, log: Path):
-        self.log = log
-
-    def _write(self, text: str) -> None:
-        with open(self.log, "a", encoding="utf-8", errors="replace") as fh:
-            fh.write(text)
+        self.log = CommandLog(log)
 
     def note(self, text: str) -> None:
-        self._write(f"# {text}\n")
+        self.log.note(text)
 
     def run(
         self,
@@ -137,37 +133,21 @@ class Commands:
         rcs: Sequence[int] | None = (0,),
         stdin: str | None = None,
         timeout: float = 120,
-    ) -> subprocess.CompletedProcess:
+    ) -> Result:
         prefix = {"img": tools.img, "io": tools.io, "system": tools.system}[tool]
         if prefix is None:
             raise CommandError(f"{tools.label} has no {tool} binary")
         argv = [*prefix, *(tools.arg(a) for a in args)]
-        env = None if tools.env is None else dict(tools.env)
-        self._write(f"$ {shlex.join(argv)}\n")
-        t0 = time.monotonic()
-        try:
-            proc = subprocess.run(
-                argv,
-                input=stdin,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                env=env,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            self._write(f"# TIMEOUT after {timeout}s\n")
-            raise CommandError(f"{tools.label}: timed out: {shlex.join(argv)}") from exc
-        out = proc.stdout + (proc.stderr and f"[stderr]\n{proc.stderr}")
-        self._write(out + ("" if out.endswith("\n") or not out else "\n"))
-        self._write(f"# exit {proc.returncode} after {time.monotonic() - t0:.2f}s\n")
-        if proc.returncode < 0 or (rcs is not None and proc.returncode not in rcs):
+        res = self.log.run(argv, env=tools.env, timeout=timeout, input=stdin)
+        if res.timed_out:
+            raise CommandError(f"{tools.label}: timed out: {shlex.join(argv)}")
+        out = res.stdout + (res.stderr and f"[stderr]\n{res.stderr}")
+        if res.returncode < 0 or (rcs is not None and res.returncode not in rcs):
             raise CommandError(
-                f"{tools.label}: exit {proc.returncode} (expected {tuple(rcs or ())}): "
+                f"{tools.label}: exit {res.returncode} (expected {tuple(rcs or ())}): "
                 f"{shlex.join(argv)}\n{out[-2000:]}"
             )
-        return proc
+        return res
 
     def vm(self, tools: Tools, image: Path, hmp: Sequence[str]) -> list[str]:
         """One qemu-system session on ``image`` (no guest); each HMP command through QMP

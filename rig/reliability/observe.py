@@ -12,13 +12,11 @@ import re
 import shlex
 import shutil
 import struct
-import subprocess
-import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rig import qcow2
+from rig import commands, qcow2
 
 from .invariants import CheckOutcome, ImageView, Observed, Snap
 
@@ -39,17 +37,9 @@ class Tool:
     io: str | None = None
 
 
-@dataclass
-class Result:
-    argv: list[str]
-    returncode: int | None  # None: timed out
-    stdout: str = ""
-    stderr: str = ""
-    seconds: float = 0.0
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
+@dataclass(frozen=True)
+class Result(commands.Result):
+    """A command's result (rig/commands.py) and what makes it a crash."""
 
     @property
     def crash(self) -> str | None:
@@ -91,17 +81,10 @@ class Runner:
 
     def run(self, argv: list[str], timeout: float | None = None,
             env: dict | None = None) -> Result:
-        t0 = time.monotonic()
         self.count += 1
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, errors="replace",
-                                  timeout=timeout or self.timeout, check=False,
-                                  env=None if env is None else {**os.environ, **env})
-            res = Result(argv, proc.returncode, proc.stdout, proc.stderr,
-                         time.monotonic() - t0)
-        except subprocess.TimeoutExpired as exc:
-            res = Result(argv, None, _text(exc.stdout), _text(exc.stderr),
-                         time.monotonic() - t0)
+        ran = commands.run(argv, timeout=timeout or self.timeout,
+                           env=None if env is None else {**os.environ, **env})
+        res = Result(ran.argv, ran.returncode, ran.stdout, ran.stderr, ran.seconds)
         self.history.append(res)
         del self.history[: -self.keep]
         return res
@@ -111,12 +94,6 @@ class Runner:
         for r in self.history[-last:]:
             out.append(f"$ {shlex.join(r.argv)}\n{r.output.rstrip()}\n# exit {r.returncode}")
         return "\n".join(out) + "\n"
-
-
-def _text(b) -> str:
-    if b is None:
-        return ""
-    return b.decode(errors="replace") if isinstance(b, bytes) else b
 
 
 def sha256_file(path: Path) -> str:

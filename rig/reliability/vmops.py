@@ -24,6 +24,8 @@ from pathlib import Path
 
 from qemu.qmp import QMPError
 
+from rig import commands
+
 from .invariants import Change, OpKind, runstate
 from .observe import Result
 from .vmkill import FILL_AT, VM, VMError, fill_file
@@ -207,15 +209,14 @@ def prepare_vm_snapshot(system: str, io: str, image: Path, work: Path,
     """The load paths' and save paths' pre-operation image, made from ``image`` in place:
     savevm vm0 in the VM (role "prep", so vm0 holds the prep fill), then a write to the
     active layer (PREP_WRITE) so that loading vm0 changes what the disk reads."""
-    import subprocess
     run = run_vm_op(system, plain_blockdev(image), (("hmp", f"savevm {PREP_TAG}"),), work,
                     role="prep", profile=profile)
     if run.result.returncode != 0:
         raise VMError(f"savevm {PREP_TAG} for the pre-operation image failed: "
                       f"{run.result.stderr}")
     pattern, off, length = PREP_WRITE
-    res = subprocess.run([io, "-f", "qcow2", "-c", f"write -P {pattern:#x} {off} {length}",
-                          str(image)], capture_output=True, text=True, check=False)
+    res = commands.run([io, "-f", "qcow2", "-c", f"write -P {pattern:#x} {off} {length}",
+                        image], timeout=120)
     if res.returncode != 0:
         raise VMError(f"qemu-io write after savevm {PREP_TAG}: {res.stdout}{res.stderr}")
     return image

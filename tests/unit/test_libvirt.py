@@ -268,8 +268,14 @@ def test_virsh_argv_and_the_command_log(tmp_path):
         "snapshot-list", "d"]
     res = log.run([sys.executable, "-c", "print('hi')"])
     assert res.stdout == "hi\n" and res.returncode == 0
+    assert log.run([sys.executable, "-c", "import sys; sys.exit(3)"]).returncode == 3
+
+    class Exits3(virsh.Virsh):  # what a failing virsh command looks like to its caller
+        def argv(self, *args):
+            return [sys.executable, "-c", "import sys; sys.exit(3)"]
     with pytest.raises(virsh.VirshError, match="exit 3"):
-        log.run([sys.executable, "-c", "import sys; sys.exit(3)"])
+        Exits3("qemu:///system", log)("list")
+    assert Exits3("qemu:///system", log)("list", check=False).returncode == 3
     text = (tmp_path / "commands.log").read_text()
     assert "$ " in text and "# exit 0 after" in text and "# exit 3 after" in text
 
