@@ -15,6 +15,7 @@ from pathlib import Path
 from harness.core.config import BASELINE_ENV, Layout, select_baseline
 from harness.core.errors import HarnessError, UsageError, exit_code, fail
 from harness.core.pipeline import Context, Observer, Stage, StageRun, run_stages
+from harness.progress import ProgressLine
 from harness.stages import ALL, STAGES, testrun
 from harness.stages.paths import paths_json
 from harness.stages.peers import PEERS
@@ -27,14 +28,19 @@ project venv that everything else uses. See README.md.
 
 
 class Printer(Observer):
-    """What a person sees: each stage's name, its tables, its summary, time and log; the
-    table of all stages when more than one ran (or one failed)."""
+    """What a person sees: each stage's name, how far it is while it runs (a progress line),
+    its tables, its summary, time and log; the table of all stages when more than one ran
+    (or one failed)."""
 
     def __init__(self, out=None):
         self.out = out or sys.stdout
 
     def started(self, stage: Stage, log: Path) -> None:
         print(f"==> {stage.name}", file=self.out, flush=True)
+
+    def progress(self, stage: Stage) -> ProgressLine:
+        """One updating line on a terminal, a line per 10 % in CI (harness/progress.py)."""
+        return ProgressLine(self.out)
 
     def finished(self, run: StageRun) -> None:
         if run.outcome is not None and run.outcome.text:

@@ -6,7 +6,9 @@ summary, the text of its tables, its typed result) or raises a HarnessError; a s
 tables matter most when it fails (checkpatch, bisect) returns a FAILED outcome carrying the
 error, which is raised once the tables are shown. ``run_stages`` runs stages in order, each
 with its log file and timer, and tells an Observer what happened; the CLI
-(harness/cli.py) is the observer that prints.
+(harness/cli.py) is the observer that prints. A stage's progress (``log.progress``: ninja's
+[n/N], a suite's count) goes to the observer's progress line for that stage, unless
+``--verbose`` echoes the whole output anyway.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from harness.core.config import Baseline, Layout, select_baseline
 from harness.core.errors import HarnessError
-from harness.core.runner import StageLog
+from harness.core.runner import Progress, StageLog
 from harness.core.timer import Timer
 
 T = TypeVar("T")
@@ -104,6 +106,10 @@ class Observer:
     def started(self, stage: Stage, log: Path) -> None:
         pass
 
+    def progress(self, stage: Stage) -> Progress | None:
+        """Where ``stage`` reports how far it is (None: nowhere)."""
+        return None
+
     def finished(self, run: StageRun) -> None:
         pass
 
@@ -119,7 +125,8 @@ def _run(stage: Stage, ctx: Context, request: Any,
     log_path.write_text("")
     observer.started(stage, log_path)
     timer = Timer()
-    with StageLog(log_path, echo=ctx.verbose) as log:
+    progress = None if ctx.verbose else observer.progress(stage)
+    with StageLog(log_path, echo=ctx.verbose, progress=progress) as log:
         log.note(f"stage {stage.name} started {time.strftime('%Y-%m-%d %H:%M:%S')}")
         try:
             outcome = stage.func(ctx, request, log)

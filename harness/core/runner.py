@@ -2,7 +2,10 @@
 
 Each pipeline stage owns a ``StageLog``; every command it runs is written
 to that log as a shlex-quoted line followed by its combined output, which
-is flushed as it arrives so nothing is lost when a command fails.
+is flushed as it arrives so nothing is lost when a command fails. A stage
+tells how far a long command is with ``log.progress(done, total, text)``:
+the pipeline hands the log its observer's progress line (the CLI prints it,
+harness/progress.py), or none.
 
 Every command has a timeout (``DEFAULT_TIMEOUT`` unless the caller gives
 one): a command that runs longer is hung, and its whole process group
@@ -21,8 +24,9 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from harness.core.errors import CommandFailed, CommandTimeout, EnvironmentProblem
 from harness.core.logs import LogFile
@@ -34,17 +38,37 @@ DEFAULT_TIMEOUT = 3 * 3600.0
 INTERRUPT_GRACE = 20.0  # seconds a command gets to clean up after Ctrl-C
 
 
+class Progress(Protocol):
+    """Where a stage's progress goes (harness/progress.py's ProgressLine)."""
+
+    def update(self, done: int, total: int, text: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class StageLog(LogFile):
     """A stage's log file (stdlib logging, harness/core/logs.py): every command and its
-    output; with ``echo`` the runner also shows command output on the terminal."""
+    output; with ``echo`` the runner also shows command output on the terminal, and the
+    stage's progress goes on to ``progress``."""
 
-    def __init__(self, path: Path, echo: bool = False):
+    def __init__(self, path: Path, echo: bool = False, progress: Progress | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
         super().__init__("harness.stage", path)
         self.echo = echo
+        self._progress = progress
+
+    def progress(self, done: int, total: int, text: str) -> None:
+        """``done`` of ``total`` ('build patched: [57/243] 23%'): shown, never logged."""
+        if self._progress is not None:
+            self._progress.update(done, total, text)
+
+    def progress_done(self) -> None:
+        """The command that progressed ended: the next progress starts a new line."""
+        if self._progress is not None:
+            self._progress.close()
 
     def close(self) -> None:
-        pass  # nothing stays open: each record appends to the file
+        self.progress_done()  # nothing else stays open: each record appends to the file
 
     def __enter__(self) -> StageLog:
         return self
@@ -59,6 +83,7 @@ class NullLog(StageLog):
     def __init__(self):  # noqa: D401 - no file
         LogFile.__init__(self, "harness.null", os.devnull)
         self.echo = False
+        self._progress = None
 
     def write(self, text: str) -> None:
         pass
@@ -83,9 +108,13 @@ def run(
     check: bool = True,
     input: str | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
+    on_line: Callable[[str], None] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.CompletedProcess:
     """Run ``argv`` (never through a shell), logging command and output.
-    ``env`` adds to the environment; a None value removes that variable.
+    ``env`` adds to the environment; a None value removes that variable. ``on_line`` sees
+    each line of output as it arrives, after it is logged (the build reads ninja's status
+    from it); ``pass_fds`` are file descriptors the command inherits.
 
     CommandFailed when it exits non-zero (unless ``check`` is false); CommandTimeout,
     whatever ``check`` says, when it ran longer than ``timeout`` seconds (None: no limit).
@@ -105,6 +134,7 @@ def run(
             args, cwd=cwd, env=full_env, text=True, errors="replace",
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0,
+            pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError as exc:
         raise EnvironmentProblem(
@@ -135,6 +165,8 @@ def run(
             if log.echo:
                 sys.stdout.write(line)
                 sys.stdout.flush()
+            if on_line is not None:
+                on_line(line)
         rc = proc.wait()
     except BaseException:  # Ctrl-C (the terminal signals only our group), or any error here
         _stop(proc, log)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import time
@@ -34,6 +35,9 @@ from harness.stages.baseline import read_marker
 from harness.stages.series import read_stack, series_of_commits
 
 CCACHE_DIR_WRAPPERS = Path("/usr/lib/ccache")
+# ninja's status line: NINJA_STATUS (build_env sets it) followed by the edge's description
+NINJA_STATUS = "[%f/%t] "
+_NINJA_RE = re.compile(r"^\[(\d+)/(\d+)\] ")
 STAMP = "harness-configure.json"
 
 # Where a build-tree QEMU looks for firmware (and the iotests too).
@@ -80,6 +84,8 @@ def build_env(layout: Layout, source: Path) -> dict:
         "PATH": f"{layout.venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
         "CCACHE_BASEDIR": str(source),
         "CCACHE_NOHASHDIR": "1",
+        # the status prefix the progress reads, whatever the user's NINJA_STATUS says
+        "NINJA_STATUS": NINJA_STATUS,
     }
 
 
@@ -195,9 +201,42 @@ def _harness_rev(layout: Layout) -> str:
         return "HEAD"
 
 
+def ninja_status(line: str) -> tuple[int, int] | None:
+    """(finished, total) of a ninja status line, None for any other line."""
+    m = _NINJA_RE.match(line)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+class NinjaProgress:
+    """Reads ninja's ``[n/N]`` status lines (runner.run's ``on_line``) and reports them as the
+    stage's progress ('build patched: [57/243] 23%')."""
+
+    def __init__(self, log: StageLog, label: str):
+        self.log = log
+        self.label = label
+        self.last: tuple[int, int] | None = None
+
+    def __call__(self, line: str) -> None:
+        status = ninja_status(line)
+        if status is not None:
+            self.show(*status)
+
+    def show(self, done: int, total: int) -> None:
+        self.last = (done, total)
+        self.log.progress(done, total, f"{self.label}: [{done}/{total}] "
+                                       f"{min(done, total) * 100 // total}%")
+
+    def finished(self) -> None:
+        """ninja exited 0: every edge is done (its last status line can read one short:
+        tests/unit/data/ninja/ has a build that ends at [242/243])."""
+        if self.last is not None:
+            self.show(self.last[1], self.last[1])
+
+
 def build(profile: BuildProfile, layout: Layout, log: StageLog,
           baseline: Baseline, jobs: int | None = None,
           targets: tuple[str, ...] = BUILD_TARGETS) -> BuildResult:
+    """Configure (when needed) and build; ninja's [n/N] goes to ``log.progress``."""
     source = profile.source(layout)
     if not (source / "configure").exists():
         raise NotReady(f"no QEMU tree at {source}",
@@ -209,8 +248,10 @@ def build(profile: BuildProfile, layout: Layout, log: StageLog,
     argv = [layout.tool("ninja"), "-C", bdir]
     if jobs:
         argv += ["-j", str(jobs)]
+    watch = NinjaProgress(log, f"build {profile.name}")
     try:
-        run([*argv, *targets], log, env=build_env(layout, source))
+        run([*argv, *targets], log, env=build_env(layout, source), on_line=watch)
+        watch.finished()
     except CommandFailed as exc:
         errors = [ln for ln in exc.output.splitlines()
                   if "error:" in ln or ln.startswith("FAILED:")][:5]
@@ -218,6 +259,8 @@ def build(profile: BuildProfile, layout: Layout, log: StageLog,
                           + ("\n  " + "\n  ".join(errors) if errors else ""),
                           log=exc.log, hint="fix the error, then `python3 build.py build`"
                           ) from exc
+    finally:
+        log.progress_done()  # each build its own line
     link_firmware(bdir, log)
     write_metadata(profile, layout, args, baseline, log, targets)
     return BuildResult(profile.name, bdir, configured, time.monotonic() - start)
