@@ -1,7 +1,16 @@
-"""Run the test suites in the project venv, results under out/results."""
+"""Run the test suites in the project venv, results under out/results.
+
+While a suite runs, its stage reports how far it is ('qemu: 57/250 tests, 2 failed'): pytest
+loads harness/pytest_progress.py, which writes a JSON line per finished test to a pipe whose
+write end the harness passes it (``PROGRESS_FD_ENV`` names the descriptor); ``SuiteWatch``
+reads the other end in a thread (blocking reads, no polling) and calls ``log.progress``.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import threading
 from collections import Counter
 from dataclasses import dataclass
 
@@ -16,6 +25,8 @@ PYTEST_OK, PYTEST_USAGE, PYTEST_NO_TESTS = 0, 4, 5
 # What `build.py test --require-all` sets for the suites that run QEMU (tests/qemu reads it,
 # like its --require-all option): a missing build, tool or firmware fails instead of skipping.
 REQUIRE_ALL_ENV = "QEMU_HARNESS_REQUIRE_ALL"
+# the descriptor of the progress pipe's write end in the suite's pytest (pytest_progress.py)
+PROGRESS_FD_ENV = "QEMU_HARNESS_PROGRESS_FD"
 
 
 @dataclass(frozen=True)
@@ -53,7 +64,9 @@ def pytest_argv(layout: Layout, suite: Suite, extra: tuple[str, ...] = ()) -> li
     results = layout.results
     argv = [str(venv_python(layout)), "-m", "pytest", *suite.paths,
             f"--junitxml={results / ('junit-' + suite.name + '.xml')}",
-            "-o", f"junit_suite_name={suite.name}", "-o", "junit_family=xunit1", "-ra"]
+            "-o", f"junit_suite_name={suite.name}", "-o", "junit_family=xunit1", "-ra",
+            # reports each finished test to the suite's progress (inert without the pipe)
+            "-p", "harness.pytest_progress"]
     if suite.name != "unit":
         argv.append(f"--results-dir={results / suite.name}")
     if suite.summary_json:
@@ -61,6 +74,61 @@ def pytest_argv(layout: Layout, suite: Suite, extra: tuple[str, ...] = ()) -> li
     if suite.markers:
         argv += ["-m", suite.markers]
     return argv + list(suite.extra) + list(extra)
+
+
+def suite_text(suite: str, counts: dict) -> str:
+    """'qemu: 57/250 tests, 2 failed' (+ skipped when any)."""
+    text = f"{suite}: {counts['done']}/{counts['total']} tests, {counts['failed']} failed"
+    if counts.get("skipped"):
+        text += f", {counts['skipped']} skipped"
+    return text
+
+
+class SuiteWatch:
+    """The reading end of harness/pytest_progress.py's pipe, for one suite's pytest::
+
+        with SuiteWatch("qemu", log) as watch:
+            run(argv, log, env={**env, **watch.env}, pass_fds=watch.fds)
+
+    A thread reads the plugin's lines as they come and reports them with ``log.progress``;
+    leaving the block closes our copy of the write end, waits for the reader to see the end
+    of the pipe, and ends the progress line."""
+
+    # how long to wait for the end of the pipe once pytest exited: only a stray process that
+    # inherited the write end could hold it open (the plugin makes it non-inheritable)
+    JOIN_SECONDS = 5.0
+
+    def __init__(self, suite: str, log: StageLog):
+        self.suite = suite
+        self.log = log
+        self.env: dict[str, str] = {}
+        self.fds: tuple[int, ...] = ()
+        self._write: int | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> SuiteWatch:
+        read, self._write = os.pipe()
+        self.env = {PROGRESS_FD_ENV: str(self._write)}
+        self.fds = (self._write,)
+        self._thread = threading.Thread(target=self._read, args=(read,), daemon=True,
+                                        name=f"progress-{self.suite}")
+        self._thread.start()
+        return self
+
+    def _read(self, fd: int) -> None:
+        with os.fdopen(fd, encoding="utf-8", errors="replace") as pipe:
+            for raw in pipe:
+                try:
+                    counts = json.loads(raw)
+                    self.log.progress(counts["done"], counts["total"],
+                                      suite_text(self.suite, counts))
+                except (ValueError, KeyError, TypeError):
+                    continue  # not the plugin's line: ignored
+
+    def __exit__(self, *exc) -> None:
+        os.close(self._write)
+        self._thread.join(self.JOIN_SECONDS)
+        self.log.progress_done()
 
 
 def run_suite(layout: Layout, suite: Suite, log: StageLog,
@@ -72,8 +140,9 @@ def run_suite(layout: Layout, suite: Suite, log: StageLog,
     env = dict(env or {})
     if require_all and suite.name != "unit":  # the suites that run QEMU
         env[REQUIRE_ALL_ENV] = "1"
-    res = run(pytest_argv(layout, suite, extra), log, cwd=layout.root, check=False,
-              env=env or None)
+    with SuiteWatch(suite.name, log) as watch:
+        res = run(pytest_argv(layout, suite, extra), log, cwd=layout.root, check=False,
+                  env={**env, **watch.env}, pass_fds=watch.fds)
     tail = [ln for ln in res.stdout.splitlines() if ln.strip()][-1:] or ["no output"]
     summary = tail[0].strip("= ")
     if res.returncode == PYTEST_NO_TESTS and extra:

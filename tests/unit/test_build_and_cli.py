@@ -300,7 +300,7 @@ def test_test_stage_hands_the_baseline_down(tmp_path, log, monkeypatch):
     from harness.stages import testrun
     seen = {}
 
-    def fake_run(argv, log, cwd=None, env=None, check=True, input=None):
+    def fake_run(argv, log, cwd=None, env=None, check=True, input=None, pass_fds=()):
         seen.update(env or {})
         return subprocess.CompletedProcess(argv, 0, "1 passed\n", "")
 

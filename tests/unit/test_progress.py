@@ -13,7 +13,7 @@ from harness.core.config import Layout
 from harness.core.pipeline import Context, NoRequest, Outcome, Stage, run_stages
 from harness.core.runner import StageLog, run
 from harness.progress import ProgressLine
-from harness.stages import build
+from harness.stages import build, testrun
 from harness.stages.build import NinjaProgress, ninja_status
 
 NINJA_LOG = Path(__file__).resolve().parent / "data" / "ninja" / "build-asan-regenerate.log"
@@ -165,3 +165,92 @@ def test_verbose_shows_the_output_and_no_progress_line(tmp_path, capsys):
     run_stages([Stage("s", stage)], Context(layout=layout, verbose=True), {"s": NoRequest()},
                cli.Printer(out))
     assert "half way" not in out.getvalue()
+
+
+SUITE = '''import os
+import pytest
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("setup fails")
+
+def test_pass():
+    assert "{env}" not in os.environ, "a test's own children must not get the pipe"
+
+def test_fail():
+    assert False
+
+def test_skip():
+    pytest.skip("no such tool")
+
+@pytest.mark.xfail(strict=True)
+def test_xfail():
+    assert False
+
+def test_error(broken):
+    pass
+
+@pytest.mark.parametrize("n", range(15))
+def test_many(n):
+    pass
+'''
+
+
+def _run_toy_suite(tmp_path, *pytest_args, tty=False):
+    """A real pytest over a toy suite, loaded with the plugin, read through SuiteWatch into
+    a stage log's progress line."""
+    from harness.core.config import ROOT
+    (tmp_path / "test_toy.py").write_text(SUITE.replace("{env}", testrun.PROGRESS_FD_ENV))
+    out = io.StringIO()
+    with StageLog(tmp_path / "suite.log", progress=ProgressLine(out, tty=tty)) as log:
+        with testrun.SuiteWatch("toy", log) as watch:
+            res = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                       "-p", "harness.pytest_progress", str(tmp_path), *pytest_args],
+                      log, cwd=tmp_path, check=False, pass_fds=watch.fds,
+                      env={**watch.env, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert res.returncode == 1, res.stdout  # the failure and the error
+    assert '"done"' not in res.stdout, "the plugin's lines are not in pytest's output"
+    return out.getvalue()
+
+
+def test_a_real_pytest_run_reports_how_far_the_suite_is(tmp_path):
+    """20 tests: a line at the start and per 10 %, counting failures (an error in setup is
+    one) and skips apart."""
+    lines = _run_toy_suite(tmp_path).splitlines()
+    assert lines[0] == "    toy: 0/20 tests, 0 failed"
+    assert lines[-1] == "    toy: 20/20 tests, 2 failed, 1 skipped"
+    assert [int(ln.split()[1].split("/")[0]) for ln in lines] == [0, 2, 4, 6, 8, 10, 12, 14,
+                                                                  16, 18, 20]
+
+
+def test_under_xdist_the_controller_reports_every_worker(tmp_path):
+    lines = _run_toy_suite(tmp_path, "-n", "2").splitlines()
+    assert lines[0] == "    toy: 0/20 tests, 0 failed"
+    assert lines[-1] == "    toy: 20/20 tests, 2 failed, 1 skipped"
+    assert len(lines) == 11
+
+
+def test_on_a_terminal_the_suite_is_one_updating_line(tmp_path):
+    text = _run_toy_suite(tmp_path, tty=True)
+    assert text.count("\n") == 1
+    assert text.split("\r")[-1] == "    toy: 20/20 tests, 2 failed, 1 skipped\x1b[K\n"
+
+
+def test_without_the_harness_the_plugin_does_nothing(tmp_path):
+    from harness.core.config import ROOT
+    from harness.core.runner import NullLog
+    (tmp_path / "test_one.py").write_text("def test_one():\n    pass\n")
+    res = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               "-p", "harness.pytest_progress", str(tmp_path)],
+              NullLog(), cwd=tmp_path, check=False, timeout=300,
+              env={testrun.PROGRESS_FD_ENV: None, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0 and "1 passed" in res.stdout, res.stdout
+
+
+def test_every_suite_loads_the_plugin(tmp_path):
+    layout = Layout(root=tmp_path, cache=tmp_path / "cache")
+    layout.venv_bin("python3").parent.mkdir(parents=True)
+    layout.venv_bin("python3").write_text("")
+    for suite in testrun.SUITES.values():
+        argv = testrun.pytest_argv(layout, suite)
+        assert argv[argv.index("-p") + 1] == "harness.pytest_progress"
