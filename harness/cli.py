@@ -145,7 +145,9 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--image", type=Path, help="a qcow2 image")
     src.add_argument("--qmp", help="the QMP unix socket of a running VM")
     sp.add_argument("--qemu-img", help="qemu-img for --image (default: the patched build's)")
-    sp.add_argument("--json", action="store_true", help="the query-vm-snapshots data instead")
+    fmt = sp.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="the query-vm-snapshots data instead")
+    fmt.add_argument("--svg", action="store_true", help="the tree as an SVG picture instead")
     sp = add("paths", "print where the built binaries are")
     sp.add_argument("--json", action="store_true", help="JSON (the stable interface)")
     g = sp.add_mutually_exclusive_group()
@@ -172,7 +174,8 @@ def _tree(ctx: Context, args) -> int:
     if args.image and not qemu_img:
         qemu_img = json.loads(paths_json(ctx, "patched"))["qemu-img"]
     data = snaptree.load(args.image, args.qmp, qemu_img)
-    print(json.dumps(data, indent=2) if args.json else snaptree.render(data), end="")
+    print(json.dumps(data, indent=2) + "\n" if args.json else
+          snaptree.render_svg(data) if args.svg else snaptree.render(data), end="")
     return 0
 
 

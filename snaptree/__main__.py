@@ -1,4 +1,4 @@
-"""python3 -m snaptree --image PATH | --qmp SOCKET"""
+"""python3 -m snaptree --image PATH | --qmp SOCKET [--json | --svg]"""
 
 import sys
 

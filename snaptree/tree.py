@@ -299,9 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--image", type=Path, help="an image file (qemu-img info)")
     src.add_argument("--qmp", help="a free QMP unix socket of a running VM")
     p.add_argument("--qemu-img", default="qemu-img", help="qemu-img to use with --image")
-    p.add_argument("--json", action="store_true", help="print the data, not the tree")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print the data, not the tree")
+    fmt.add_argument("--svg", action="store_true", help="print the tree as an SVG picture")
     args = p.parse_args(argv)
-    return run(args.image, args.qmp, args.qemu_img, args.json)
+    return run(args.image, args.qmp, args.qemu_img, args.json, args.svg)
 
 
 def load(image: Path | None, qmp: str | None, qemu_img: str = "qemu-img") -> dict:
@@ -316,13 +318,19 @@ def load(image: Path | None, qmp: str | None, qemu_img: str = "qemu-img") -> dic
 
 
 def run(image: Path | None, qmp: str | None, qemu_img: str = "qemu-img",
-        as_json: bool = False) -> int:
+        as_json: bool = False, as_svg: bool = False) -> int:
     try:
         data = load(image, qmp, qemu_img)
     except NotReady as exc:
         return fail(exc)
-    sys.stdout.write(json.dumps(data, indent=2) + "\n" if as_json else render(data))
+    sys.stdout.write(json.dumps(data, indent=2) + "\n" if as_json else
+                     _svg(data) if as_svg else render(data))
     return 0
+
+
+def _svg(data: dict) -> str:
+    from snaptree.svg import render_svg  # it builds on this module
+    return render_svg(data)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import stat
 import struct
 import threading
 import uuid as uuidlib
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -287,6 +288,10 @@ def test_cli_image(tmp_path, capsys):
     assert snaptree.main(["--image", str(img), "--qemu-img", str(qemu_img), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"current": IMAGE_CURRENT,
                                                    "snapshots": IMAGE_SNAPSHOTS}
+    assert snaptree.main(["--image", str(img), "--qemu-img", str(qemu_img), "--svg"]) == 0
+    svg = ET.fromstring(capsys.readouterr().out)
+    assert len([g for g in svg.iter("{http://www.w3.org/2000/svg}g")
+                if "node" in g.get("class", "")]) == len(IMAGE_SNAPSHOTS)
     assert (img.read_bytes(), img.stat().st_mtime_ns) == before, "the image was written"
 
 
