@@ -6,11 +6,17 @@
 - ``hmp_info(vm)``: HMP `info snapshots` parsed (loadable rows, partial rows, current).
 - ``second_disk_args(path)``: -blockdev/-device for a second qcow2 disk (node disk1).
 - ``assert_alive(vm)``: running, and the guest counter still advancing.
+- ``record_tree(directory, label, data)``: keeps a tree the test saw for the report.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import re
+from pathlib import Path
+
+import snaptree
 
 from .errors import JobError, QMPCommandError
 from .machine import DISK_NODE, VM
@@ -77,6 +83,15 @@ def assert_alive(vm: VM) -> None:
 
 def jobs(vm: VM) -> list[dict]:
     return vm.qmp.cmd("query-jobs")
+
+
+def record_tree(directory: Path, label: str, data: dict) -> None:
+    """Keep a snapshot tree the test saw: ``tree-<label>.json`` (the query-vm-snapshots data)
+    and ``tree-<label>.txt`` (its text form) in the test's directory. The report
+    (harness/stages/report.py) shows each one's text form with a picture of it beside."""
+    assert re.fullmatch(r"[a-z0-9-]+", label), label
+    (directory / f"tree-{label}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (directory / f"tree-{label}.txt").write_text(snaptree.render(data))
 
 
 # -- HMP info snapshots -----------------------------------------------------------------

@@ -172,6 +172,10 @@ APT_PACKAGES = (
     "qemu-utils",  # Debian's qemu-img 7.2: a real old peer for compatibility tests
     "mmdebstrap",  # chroots of older Debian releases: the peer matrix (harness/stages/peers.py)
     "valgrind",  # the query-netdevs leak checks (tests/qemu/test_netdevs_leaks.py)
+    # headless Chromium: the report checked in a browser (tests/unit/test_report_browser.py)
+    # and its screenshot (build.py report: out/results/report.png); the fonts the report and
+    # its SVG name first, so that the picture is the same anywhere
+    "chromium", "fonts-dejavu-core",
     # the machine's libvirt (9.0 on Debian 12) drives the patched QEMU: tests/libvirt; the
     # daemon and virsh only (no libvirt-daemon-system: no service, users or networks)
     "libvirt-daemon", "libvirt-daemon-driver-qemu", "libvirt-clients",

@@ -2,6 +2,11 @@
 
 It only gathers what the other commands left in out/results and the build
 metadata; a section whose input is missing says which command makes it.
+The snapshot trees the lineage tests recorded (``tree-<label>.json`` in their
+test directories, rig/lineage.py) are shown as text with a picture beside:
+an SVG written next to each (``tree-<label>.svg``), linked from the Markdown
+and inlined in the HTML. The stage also keeps a screenshot of the HTML as
+headless Chromium draws it (``report.png``) when Chromium is installed.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
+from harness.core import browser
 from harness.core.config import PROFILES, Baseline, Layout
 from harness.core.pipeline import Context, NoRequest, Outcome, Stage
 from harness.core.runner import StageLog
@@ -306,6 +312,44 @@ def _section_tests(layout: Layout) -> list[str]:
     return out + [""]
 
 
+# where the QEMU suites' tests record trees: <results>/<suite>/tests/<module>/<test>/ (and
+# <results>/tests/... for a pytest run by hand with the default --results-dir)
+TREE_GLOBS = ("*/tests/*/*/tree-*.json", "tests/*/*/tree-*.json")
+
+
+def recorded_trees(layout: Layout) -> list[tuple[Path, dict]]:
+    """The snapshot trees tests recorded (query-vm-snapshots-shaped data), by path."""
+    found = []
+    for path in sorted({p for g in TREE_GLOBS for p in layout.results.glob(g)}):
+        data = _load(path)
+        if isinstance(data, dict) and isinstance(data.get("snapshots"), list):
+            found.append((path, data))
+    return found
+
+
+def _section_trees(layout: Layout) -> list[str]:
+    out = ["## Snapshot trees of the lineage tests", ""]
+    trees = recorded_trees(layout)
+    if not trees:
+        return out + ["None recorded: `python3 build.py test --suite qemu` "
+                      "(tests/qemu/test_vm_lineage.py records them).", ""]
+    import snaptree  # the product tool at the repository root, only when there are trees
+    out += ["Each tree as the text form prints it (`build.py tree`) and drawn: the "
+            "current snapshot filled, each line from a parent to its child, UUIDs cut to "
+            "8 digits (the whole UUID is in each box's tooltip).", ""]
+    module = None
+    for path, data in trees:
+        rel = path.relative_to(layout.results)
+        if rel.parts[-3] != module:
+            module = rel.parts[-3]
+            out += [f"### {module}", ""]
+        label = path.stem.removeprefix("tree-")
+        out += [f"**{rel.parts[-2]}**: {label}", "", "```",
+                *snaptree.render(data).splitlines(), "```", "",
+                f"![snapshot tree {label}]({rel.with_suffix('.svg').as_posix()})", ""]
+    return out
+
+
 def markdown(layout: Layout, baseline: Baseline | None = None) -> str:
     lines = ["# QEMU snapshot-identity series: review report", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}.", ""]
@@ -316,6 +360,7 @@ def markdown(layout: Layout, baseline: Baseline | None = None) -> str:
                                  _bisect_rows, "python3 build.py bisect")
     lines += _section_ports(layout)
     lines += _section_tests(layout)
+    lines += _section_trees(layout)
     lines += _section_json_table(layout, "peers", "Peer matrix: older QEMU on the series' images",
                                  _peers_rows, "python3 build.py test --suite peers")
     lines += _section_json_table(layout, "libvirt",
@@ -329,36 +374,162 @@ def markdown(layout: Layout, baseline: Baseline | None = None) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def to_html(md: str) -> str:
-    """Just enough Markdown (headings, tables, lists, code) for this report."""
-    body, table = [], []
+CSS = """
+body{margin:0;background:#fff;color:#1f2937;
+  font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif}
+main{max-width:1240px;margin:0 auto;padding:20px 32px 48px}
+h1{font-size:1.7em;margin:.2em 0 .4em;padding-bottom:.3em;border-bottom:2px solid #e5e7eb}
+h2{font-size:1.3em;margin:1.8em 0 .6em;padding-bottom:.2em;border-bottom:1px solid #e5e7eb}
+h3{font-size:1.08em;margin:1.4em 0 .5em}
+p{margin:.45em 0}
+code,pre{font-family:"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:.86em}
+code{background:#f3f4f6;border-radius:3px;padding:0 .25em}
+pre{background:#f9fafb;border:1px solid #e5e7eb;border-radius:6px;padding:8px 12px;margin:0;
+  overflow-x:auto}
+ul{margin:.3em 0;padding-left:1.4em}
+li{margin:.12em 0}
+table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:.92em}
+th,td{border:1px solid #d1d5db;padding:4px 10px;text-align:left;vertical-align:top}
+th{background:#eef2f7;font-weight:600}
+tbody tr:nth-child(even) td{background:#f9fafb}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+tbody tr td.ok{background:#dcfce7;color:#14532d}
+tbody tr td.bad{background:#fee2e2;color:#991b1b;font-weight:600}
+tbody tr td.warn{background:#fef9c3;color:#713f12}
+.tree{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start;margin:.4em 0 1.2em}
+.tree figure{margin:0;padding:4px;border:1px solid #e5e7eb;border-radius:6px}
+"""
 
-    def flush():
-        if table:
-            rows = [r for r in table if not re.fullmatch(r"\|[-:| ]+\|", r)]
-            cells = [[html.escape(c.strip()) for c in r.strip("|").split("|")] for r in rows]
-            body.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in cells[0]) + "</tr>"
-                        + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>"
-                                  for r in cells[1:]) + "</table>")
-            table.clear()
+# a cell that says something failed, in any table of the report
+_BAD = re.compile(r"\b(FAILED|ERROR|MISMATCH|LOST|CHECK|CURRENT|NO)\b")
+_GOOD = re.compile(r"^(ok|match|yes|passed)\b")
+# count columns: a non-zero count is bad / worth a look / good
+_BAD_COUNTS = ("failed", "errors", "failed states", "failed runs")
+_WARN_COUNTS = ("flaky", "warnings")
+
+
+def _cell_class(header: str, text: str, numeric: bool) -> str:
+    """"ok", "bad", "warn" or "" for a table cell (its column's header and its text)."""
+    head = header.lower()
+    if numeric and text.isdigit():
+        n = int(text)
+        if head in _BAD_COUNTS:
+            return "bad" if n else "ok"
+        if head in _WARN_COUNTS and n:
+            return "warn"
+        if head == "passed" and n:
+            return "ok"
+        return ""
+    if _BAD.search(text):
+        return "warn" if "known bug" in text else "bad"  # a strict xfail: it is tracked
+    return "ok" if _GOOD.match(text) else ""
+
+
+def _inline(text: str) -> str:
+    text = re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
+    return re.sub(r"\*\*([^*]*)\*\*", r"<b>\1</b>", text)
+
+
+def _table(rows: list[str]) -> str:
+    def cells(row: str) -> list[str]:
+        return [c.strip() for c in row.strip().strip("|").split("|")]
+
+    def is_rule(row: str) -> bool:
+        return re.fullmatch(r"\|[-:| ]+\|", row.strip()) is not None
+
+    align = next((cells(r) for r in rows if is_rule(r)), [])
+    head, *body = [cells(r) for r in rows if not is_rule(r)]
+    width = max([len(head)] + [len(r) for r in body])
+    numeric = [a.endswith(":") for a in align] + [False] * width
+    head = head + [""] * (width - len(head))
+
+    def cell(tag: str, i: int, text: str, cls: str = "") -> str:
+        names = " ".join(c for c in ("num" if numeric[i] else "", cls) if c)
+        attrs = f' class="{names}"' if names else ""
+        return f"<{tag}{attrs}>{_inline(text)}</{tag}>"
+
+    out = ["<table><thead><tr>" + "".join(cell("th", i, c) for i, c in enumerate(head))
+           + "</tr></thead><tbody>"]
+    for row in body:
+        out.append("<tr>" + "".join(cell("td", i, c, _cell_class(head[i], c, numeric[i]))
+                                    for i, c in enumerate(row)) + "</tr>")
+    return "".join(out) + "</tbody></table>"
+
+
+def to_html(md: str, images: dict[str, str] | None = None) -> str:
+    """Just enough Markdown for this report: headings, tables (numbers right-aligned, pass
+    and fail cells coloured), nested lists, code, fenced blocks, and images; an image whose
+    source is in ``images`` (an SVG's text) is inlined, beside the fenced block before it."""
+    images = images or {}
+    body: list[str] = []
+    table: list[str] = []
+    fence: list[str] | None = None
+    depth = 0  # open <ul> levels
+
+    def close_lists(to: int = 0) -> None:
+        nonlocal depth
+        while depth > to:
+            body.append("</li></ul>")
+            depth -= 1
 
     for line in md.splitlines():
+        if fence is not None:
+            if line.strip() == "```":
+                body.append("<pre>" + html.escape("\n".join(fence)) + "</pre>")
+                fence = None
+            else:
+                fence.append(line)
+            continue
         if line.startswith("|"):
+            close_lists()
             table.append(line)
             continue
-        flush()
-        text = re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(line))
-        text = re.sub(r"\*\*([^*]*)\*\*", r"<b>\1</b>", text)
-        if m := re.match(r"^(#+) (.*)", text):
-            body.append(f"<h{len(m.group(1))}>{m.group(2)}</h{len(m.group(1))}>")
-        elif text.lstrip().startswith("- "):
-            body.append(f"<li>{text.lstrip()[2:]}</li>")
-        elif text:
-            body.append(f"<p>{text}</p>")
-    flush()
-    return ("<!doctype html><meta charset=utf-8><title>review report</title>"
-            "<style>table{border-collapse:collapse}td,th{border:1px solid #999;"
-            "padding:2px 6px}</style>\n" + "\n".join(body) + "\n")
+        if table:
+            body.append(_table(table))
+            table.clear()
+        if line.strip() == "```":
+            close_lists()
+            fence = []
+            continue
+        if m := re.fullmatch(r"!\[([^\]]*)\]\(([^)]+)\)", line.strip()):
+            close_lists()
+            alt, src = m.groups()
+            if src in images:
+                figure = f"<figure>{images[src]}</figure>"
+                if body and body[-1].startswith("<pre>"):
+                    body[-1] = f'<div class="tree">{body[-1]}{figure}</div>'
+                else:
+                    body.append(f'<div class="tree">{figure}</div>')
+            else:
+                body.append(f'<p><img src="{html.escape(src)}" alt="{html.escape(alt)}"></p>')
+            continue
+        if m := re.match(r"^( *)- (.*)", line):
+            level = len(m.group(1)) // 2 + 1
+            if level > depth:
+                while depth < level:
+                    body.append("<ul><li>")
+                    depth += 1
+            else:
+                close_lists(level)
+                body.append("</li><li>")
+            body.append(_inline(m.group(2)))
+            continue
+        close_lists()
+        if m := re.match(r"^(#+) (.*)", line):
+            n = len(m.group(1))
+            body.append(f"<h{n}>{_inline(m.group(2))}</h{n}>")
+        elif line.strip():
+            body.append(f"<p>{_inline(line)}</p>")
+    if fence is not None:
+        body.append("<pre>" + html.escape("\n".join(fence)) + "</pre>")
+    if table:
+        body.append(_table(table))
+    close_lists()
+    title = next((ln[2:] for ln in md.splitlines() if ln.startswith("# ")), "report")
+    return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body><main>\n"
+            + "\n".join(body) + "\n</main></body></html>\n")
 
 
 def write(layout: Layout, baseline: Baseline | None = None) -> Path:
@@ -366,16 +537,35 @@ def write(layout: Layout, baseline: Baseline | None = None) -> Path:
     md = markdown(layout, baseline)
     path = layout.results / "report.md"
     path.write_text(md)
-    (layout.results / "report.html").write_text(to_html(md))
+    images = {}
+    for tree, data in recorded_trees(layout):
+        from snaptree import render_svg  # as in _section_trees
+        svg = render_svg(data)
+        tree.with_suffix(".svg").write_text(svg)
+        images[tree.with_suffix(".svg").relative_to(layout.results).as_posix()] = svg
+    (layout.results / "report.html").write_text(to_html(md, images))
     return path
 
 
-# -- the stage ---------------------------------------------------------------------------
+SCREENSHOT = "report.png"
+
+
+def screenshot(layout: Layout, log: StageLog, width: int = 1280) -> Path:
+    """report.html as Chromium draws it, the whole page: out/results/report.png."""
+    png = layout.results / SCREENSHOT
+    browser.full_page(layout.results / "report.html", png, log, width)
+    return png
 
 
 def stage(ctx: Context, request: NoRequest, log: StageLog) -> Outcome[Path]:
     path = write(ctx.layout, ctx.baseline)
-    return Outcome(f"wrote {path} and {path.with_suffix('.html').name}", path)
+    if browser.find() is None:  # the report is made all the same; only its picture is not
+        log.note(f"no {SCREENSHOT}: {browser.CHROMIUM} is not installed")
+        return Outcome(f"wrote {path} and {path.with_suffix('.html').name} (no screenshot: "
+                       f"apt-get install {browser.PACKAGE}, or `python3 build.py setup`)", path)
+    png = screenshot(ctx.layout, log)
+    return Outcome(f"wrote {path}, {path.with_suffix('.html').name} and {png.name}", path)
 
 
-STAGE = Stage("report", stage, "write out/results/report.md and .html")
+STAGE = Stage("report", stage, "write out/results/report.md and .html, and a screenshot of "
+                               "the HTML in headless Chromium (report.png)")

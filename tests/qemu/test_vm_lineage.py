@@ -33,6 +33,7 @@ from rig.lineage import (
     jobs,
     node_snapshots,
     query,
+    record_tree,
     second_disk_args,
 )
 from rig.machine import DISK_NODE
@@ -125,6 +126,7 @@ def test_lineage_load_by_uuid_and_restart(vm_factory, monitor):
     assert _parents(data)["s4"] == u["s3"] and data["current"] == u4["s4"]
     _assert_hmp_agrees(vm2, data)
     assert _shape(data) == [(0, "s1"), (1, "s2"), (1, "s3"), (2, "s4")]
+    record_tree(vm2.workdir, "after-restart", data)
 
 
 def test_two_disks_one_uuid_and_partial_refused(vm_factory, make_disk, monitor):
@@ -155,6 +157,7 @@ def test_two_disks_one_uuid_and_partial_refused(vm_factory, make_disk, monitor):
     assert data["current"] == part["uuid"], "the vmstate disk's current is the VM's"
     assert "part" not in node_snapshots(vm, DISK1_NODE)
     _assert_hmp_agrees(vm, data)
+    record_tree(vm.workdir, "partial-on-disk0", data)
 
     err = uops.load_error(part["uuid"])
     assert part["uuid"] in err and f"does not exist on device '{DISK1_NODE}'" in err, err
@@ -184,6 +187,7 @@ def test_two_disks_one_uuid_and_partial_refused(vm_factory, make_disk, monitor):
     assert node_snapshots(vm, DISK_NODE)["x"]["parent-uuid"] == both["uuid"]
     assert by_name(data)["x"]["parent-uuid"] == both["uuid"]
     _assert_hmp_agrees(vm, data)
+    record_tree(vm.workdir, "partial-deleted", data)
 
 
 def test_delete_reparents_children_and_moves_current(vm, monitor):
@@ -208,6 +212,7 @@ def test_delete_reparents_children_and_moves_current(vm, monitor):
     tree = snaptree.build(data)
     assert [(d, n.snap["name"], n.dangling) for d, n in tree.walk()] == [
         (0, "r", False), (1, "b", False)]
+    record_tree(vm.workdir, "current-deleted", data)
     assert_alive(vm)
 
     ops.save("c")
@@ -220,6 +225,7 @@ def test_delete_reparents_children_and_moves_current(vm, monitor):
     assert _parents(data) == {"b": None, "c": None}
     assert data["current"] == _uuids(data)["c"], "deleting another snapshot moved current"
     _assert_hmp_agrees(vm, data)
+    record_tree(vm.workdir, "root-deleted", data)
 
 
 def test_tag_that_is_another_snapshots_uuid_is_a_tag(vm, monitor):
@@ -247,6 +253,7 @@ def test_tag_that_is_another_snapshots_uuid_is_a_tag(vm, monitor):
     assert tagged["uuid"] != u1 and tagged["parent-uuid"] == u1
     assert data["current"] == tagged["uuid"]
     _assert_hmp_agrees(vm, data)
+    record_tree(vm.workdir, "tag-is-a-uuid", data)
 
     ops.load("k1")
     assert vm.disk_counter() == d1
@@ -419,7 +426,7 @@ def test_tree_view_of_running_vm_and_image(vm_factory, build):
             f"|-- b  {u['b']}",
             f"`-- c  {u['c']} *",
         ], text
-        (vm.workdir / "tree-vm.txt").write_text(text)
+        record_tree(vm.workdir, "vm", live)
 
         uops.delete(u["a"])
         live = snaptree.from_qmp_socket(sock)
@@ -434,7 +441,7 @@ def test_tree_view_of_running_vm_and_image(vm_factory, build):
     text = snaptree.render(image)
     # a was a root: deleting it made its children roots (nothing dangles)
     assert text.splitlines() == [f"b  {u['b']}", f"c  {u['c']} *", "* = current snapshot"]
-    (vm.workdir / "tree-image.txt").write_text(text)
+    record_tree(vm.workdir, "image", image)
 
     cli = subprocess.run(
         [sys.executable, "-m", "snaptree", "--image", str(vm.disk),
