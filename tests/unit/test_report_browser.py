@@ -124,6 +124,18 @@ def test_cells_say_pass_and_fail():
     assert "<th class=\"num\">passed</th>" in html
 
 
+def test_the_report_stage_without_chromium_still_writes_the_report(tmp_path, monkeypatch, log):
+    """The screenshot is for people: without chromium the stage writes the report and says
+    how to get the picture (the browser test above is what fails in CI)."""
+    from harness.core.pipeline import Context, NoRequest
+    monkeypatch.setattr(browser, "find", lambda: None)
+    layout = Layout(root=tmp_path, cache=tmp_path / "cache")
+    outcome = report.stage(Context(layout=layout), NoRequest(), log)
+    assert (layout.results / "report.html").exists()
+    assert not (layout.results / report.SCREENSHOT).exists()
+    assert "no screenshot: apt-get install chromium" in outcome.summary
+
+
 def test_chromium_is_a_required_capability_in_ci(monkeypatch, tmp_path):
     """Installed by setup, and its absence fails under CI=true instead of skipping."""
     assert browser.PACKAGE in APT_PACKAGES
