@@ -231,11 +231,13 @@ def bases(tools, results_dir):
 
 @pytest.fixture(scope="session")
 def settle():
-    """``settle(part, problems, what)`` ends a test: pass when there are no problems; a strict
-    xfail naming the bugs when every problem is a known bug of ``part``; fail otherwise. A
-    known bug of ``part`` that did not show fails too (it is fixed: remove it from
-    rig/reliability/known.py)."""
-    def settle(part: str, problems: list[str], what: str) -> None:
+    """``settle(part, problems, what, build)`` ends a test: pass when there are no problems;
+    a strict xfail naming the bugs when every problem is a known bug of ``part``; on stock,
+    an xfail naming them when every problem is an upstream bug the stable-fixes series
+    fixes (the full run runs stock to tell upstream's failures from the series'); fail
+    otherwise. A known bug of ``part`` that did not show fails too (it is fixed: remove it
+    from rig/reliability/known.py)."""
+    def settle(part: str, problems: list[str], what: str, build: str = "patched") -> None:
         expected = known_bugs.expected(part)
         if not problems:
             if expected:
@@ -247,6 +249,10 @@ def settle():
         if ids:
             pytest.xfail(f"known bug(s) {', '.join(sorted(ids))} "
                          "(tests/reliability/bugs/BUGS.md)")
+        fixed = known_bugs.classify_fixed(part, problems) if build == "stock" else None
+        if fixed:
+            pytest.xfail(f"upstream bug(s) {', '.join(sorted(fixed))} of the stock build, "
+                         "fixed by the stable-fixes series (tests/reliability/bugs/BUGS.md)")
         pytest.fail(f"{what}:\n" + "\n".join(f"  - {p}" for p in problems[:40])
                     + (f"\n  ... {len(problems) - 40} more" if len(problems) > 40 else ""),
                     pytrace=False)

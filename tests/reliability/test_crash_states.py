@@ -72,4 +72,4 @@ def test_crash_states(build, cluster_size, wp, mode, tools, bases, run, test_dir
     data["known_bugs"] = sorted(ids) if ids else []
     summary.add("crash", f"{build}/{cluster_size // 1024}k/{wp.name}", data)
     settle(part, problems, f"{len(result.failures)} of {result.distinct} distinct crash "
-                           f"states of {wp.name} ({build}) break an invariant")
+                           f"states of {wp.name} ({build}) break an invariant", build)

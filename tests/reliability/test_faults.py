@@ -54,4 +54,4 @@ def test_faults(build, wp, mode, tools, bases, run, test_dir, scratch, summary, 
     data["known_bugs"] = sorted(ids) if ids else []
     summary.add("faults", f"{build}/{wp.name}", data)
     settle(part, problems, f"{len(result.failures)} of {len(result.runs)} injected faults in "
-                           f"{wp.name} ({build}) break an invariant")
+                           f"{wp.name} ({build}) break an invariant", build)

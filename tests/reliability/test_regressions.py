@@ -98,24 +98,27 @@ def _reproduce(script: str, build) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300, check=False)
 
 
-@pytest.mark.parametrize("bug", known.FIXED, ids=["/".join(b.ids) for b in known.FIXED])
-def test_fixed_bug_reproducer(bug, tools, require):
+@pytest.mark.parametrize("script", sorted(known.reproducers()))
+def test_fixed_bug_reproducer(script, tools, require):
     """A fixed bug's reproducer: the patched build passes it (exit 0), and stock, which has
     the bug, fails it (exit 1), so the reproducer still reproduces what it was written for."""
-    if bug.asan:
+    bugs = known.reproducers()[script]
+    ids, asan = "/".join(b.id for b in bugs), any(b.asan for b in bugs)
+    if asan:
         try:
             patched = builds.resolve("patched-asan")
         except BuildMissing as exc:
-            require.missing(f"{bug.reproducer} needs the ASan build: {exc}")
+            require.missing(f"{script} needs the ASan build: {exc}")
     else:
         patched = tools.patched
-    res = _reproduce(bug.reproducer, patched)
+    res = _reproduce(script, patched)
     assert res.returncode == 0, \
-        f"{'/'.join(bug.ids)} shows again on the patched build (fixed by {bug.fixed_by}):\n" \
+        f"{ids} shows again on the patched build (fixed by " \
+        f"{'; '.join(sorted({b.fixed_by for b in bugs}))}):\n" \
         f"{res.stdout[-2000:]}{res.stderr[-2000:]}"
-    if bug.asan or tools.stock is None:
+    if asan or tools.stock is None:
         return  # no ASan build of stock; without stock the patched side is the test
-    res = _reproduce(bug.reproducer, tools.stock)
+    res = _reproduce(script, tools.stock)
     assert res.returncode == 1, \
-        f"{bug.reproducer} no longer shows {'/'.join(bug.ids)} on stock (exit " \
-        f"{res.returncode}):\n{res.stdout[-2000:]}{res.stderr[-2000:]}"
+        f"{script} no longer shows {ids} on stock (exit {res.returncode}):\n" \
+        f"{res.stdout[-2000:]}{res.stderr[-2000:]}"
