@@ -5,6 +5,7 @@
     python3 bench/run.py build --fresh-clone   + fresh clone to both builds ready
     python3 bench/run.py qemu-img       snapshot -c x N, then -l and info: patched vs stock
     python3 bench/run.py vm             savevm/loadvm patched vs stock; query-vm-snapshots
+    python3 bench/run.py start          a VM usable after start (fast start), patched vs stock
     python3 bench/run.py                all of the above but --fresh-clone
 
 Build numbers use a separate build dir (qemu/build-bench) so the real builds
@@ -171,6 +172,9 @@ def print_table(rows: list[dict]) -> None:
               f"{r.get('ratio', '-'):>7}  {r.get('target', '')}")
 
 
+GROUPS = ("build", "qemu-img", "vm", "start")  # in the order of the table
+
+
 def main(argv=None, layout: Layout | None = None) -> int:
     try:
         return _main(argv, layout or Layout())
@@ -181,14 +185,15 @@ def main(argv=None, layout: Layout | None = None) -> int:
 def _main(argv, layout: Layout) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", nargs="*", metavar="build|qemu-img|vm")
+    p.add_argument("which", nargs="*", metavar="build|qemu-img|vm|start")
     p.add_argument("--fresh-clone", action="store_true")
     p.add_argument("-n", type=int, default=1000,
                    help="snapshots for the qemu-img and query-vm-snapshots benches")
     p.add_argument("--reps", type=int, default=15, help="rounds of savevm/loadvm")
+    p.add_argument("--starts", type=int, default=50, help="fast starts per build")
     args = p.parse_args(argv)
-    which = args.which or ["build", "qemu-img", "vm"]
-    unknown = set(which) - {"build", "qemu-img", "vm"}
+    which = args.which or ["build", "qemu-img", "vm", "start"]
+    unknown = set(which) - set(GROUPS)
     if unknown:
         p.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     groups: dict[str, list[dict]] = {}
@@ -200,6 +205,9 @@ def _main(argv, layout: Layout) -> int:
         if "vm" in which:
             from bench import vm
             groups["vm"] = vm.run(args.n, args.reps)
+        if "start" in which:
+            from bench import vm
+            groups["start"] = vm.run_start(args.starts)
     rows = [r for g in groups.values() for r in g]
     out = layout.results / "bench.json"
     try:
@@ -210,7 +218,7 @@ def _main(argv, layout: Layout) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "groups": saved,
-        "rows": [r for name in ("build", "qemu-img", "vm") for r in saved.get(name, [])],
+        "rows": [r for name in GROUPS for r in saved.get(name, [])],
         "machine": os.uname().nodename, "cpus": os.cpu_count()}, indent=2) + "\n")
     print_table(rows)
     print(f"\nsaved to {out}")

@@ -1,5 +1,10 @@
-"""VM snapshot benchmarks, patched beside stock, on the rig's own VM launcher.
+"""VM benchmarks, patched beside stock, on the rig's own VM launcher.
 
+- a VM usable after start: QEMU launched with -incoming from the cached booted state
+  (rig/bootcache.py, as every test's `vm`), until the restored guest printed a
+  heartbeat (asked for at once over the console: VM.heartbeat), median over N starts
+  alternating between the builds, with where the time goes (monitors connected, state
+  loaded and guest resumed, heartbeat seen);
 - savevm / loadvm of the booted test guest (HMP, on the paused VM), median of a few rounds;
 - query-vm-snapshots with N snapshots on 2 qcow2 devices (patched only):
   the snapshots are made with savevm on a paused 16 MiB machine, so making
@@ -20,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 import images  # noqa: E402
 from harness.core.errors import BuildMissing, EnvironmentProblem  # noqa: E402
-from rig import builds  # noqa: E402
+from rig import bootcache, builds  # noqa: E402
 from rig import errors as rig_errors  # noqa: E402
-from rig.machine import DEFAULT_PROFILE, VM  # noqa: E402
+from rig.machine import DEFAULT_PROFILE, VM, accel_from_env  # noqa: E402
 
 
 def _build(name: str) -> builds.QemuBuild:
@@ -109,12 +114,65 @@ def query_vm_snapshots(guest, workdir: Path, n: int, reps: int = 20) -> float:
         return _median_time(lambda: vm.qmp.cmd("query-vm-snapshots"), reps)
 
 
-def run(n: int, reps: int) -> list[dict]:
+def _guest():
     try:
-        guest = images.ensure_guest(log=lambda m: None)
+        return images.ensure_guest(log=lambda m: None)
     except images.ImageError as exc:
         raise EnvironmentProblem(f"cannot build the test guest: {exc}",
                                  hint="run `python3 build.py images`") from exc
+
+
+def fast_start(guest, workdir: Path, starts: int) -> dict[str, dict[str, list[float]]]:
+    """{build: {"monitors"|"incoming"|"usable": [seconds per start]}}: ``starts`` fast
+    starts per build, the builds alternating (ABBA), each VM with a fresh disk."""
+    names = ("patched", "stock")
+    entries = {name: bootcache.booted(_build(name), guest, workdir / f"boot-{name}",
+                                      DEFAULT_PROFILE, accel_from_env()) for name in names}
+    times: dict[str, dict[str, list[float]]] = {n: {"monitors": [], "incoming": [],
+                                                    "usable": []} for n in names}
+    try:
+        for i in range(starts):
+            for name in (names if i % 2 == 0 else names[::-1]):
+                build = _build(name)
+                directory = workdir / f"start-{name}-{i}"
+                directory.mkdir(parents=True)
+                disk = images.make_disk(build.img, directory / "disk.qcow2", "qcow2", "64M")
+                vm = VM(build, guest, directory, disk=disk, incoming=entries[name].state)
+                try:
+                    start = time.monotonic()
+                    vm.launch()
+                    vm.heartbeat()
+                    vm.timings["usable"] = time.monotonic() - start
+                finally:
+                    vm.shutdown()
+                for key in times[name]:
+                    times[name][key].append(vm.timings[key])
+    finally:
+        for entry in entries.values():
+            entry.close()
+    return times
+
+
+def run_start(starts: int) -> list[dict]:
+    guest = _guest()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-start-") as tmp:
+        res = fast_start(guest, Path(tmp), starts)
+    labels = {"monitors": "QMP and HMP connected", "incoming": "state loaded, guest resumed",
+              "usable": "VM usable: a heartbeat after RESUME"}
+    for key, label in labels.items():
+        p, s = (res[b][key] for b in ("patched", "stock"))
+        rows.append({"name": f"fast start: {label} (median of {starts}; min-max)",
+                     "patched": f"{statistics.median(p) * 1000:.0f} ms "
+                                f"({min(p) * 1000:.0f}-{max(p) * 1000:.0f})",
+                     "stock": f"{statistics.median(s) * 1000:.0f} ms "
+                              f"({min(s) * 1000:.0f}-{max(s) * 1000:.0f})",
+                     "target": "<= 300 ms" if key == "usable" else ""})
+    return rows
+
+
+def run(n: int, reps: int) -> list[dict]:
+    guest = _guest()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-vm-") as tmp:
         res = savevm_loadvm(guest, Path(tmp) / "saveload", reps)

@@ -4,6 +4,7 @@ Stdlib only: `build.py images` runs this on the system python3.
 
 Steps (each logged through ``log``):
   resolve   apt-cache: exact versions of linux-image-amd64 -> linux-image-6.x, busybox-static
+            (remembered in packages.json while apt's lists and configuration are unchanged)
   key       sha256 over package versions + init script + module list + BUILDER_VERSION
   download  apt-get download into a temporary directory
   extract   dpkg-deb -x
@@ -36,7 +37,10 @@ BUSYBOX_PACKAGE = "busybox-static"
 # Modules the guest needs; their dependencies are added from modules.dep.
 MODULES = ("virtio_pci", "virtio_blk", "virtio_net")
 
-CMDLINE = "console=ttyS0,115200 panic=-1 quiet"
+# init_on_free=1: the kernel zeroes what it frees (the unpacked initramfs archive, boot-time
+# memory), so a saved VM state skips those pages: 57 MB instead of 85, a fast start loads
+# it about 15 ms sooner
+CMDLINE = "console=ttyS0,115200 panic=-1 quiet init_on_free=1"
 
 # Printed by init once the modules are loaded; the workload follows.
 READY_MARKER = "HARNESS-READY"
@@ -153,6 +157,46 @@ def resolve_packages(log: Log = print) -> tuple[Package, Package, Package]:
     )
 
 
+# What `apt-cache show` answers from: the package lists and apt's configuration
+APT_STATE = (Path("/var/lib/apt/lists"), Path("/etc/apt"))
+RESOLVED = "packages.json"  # the last resolution and the apt state it was made in
+
+
+def apt_state(roots: tuple[Path, ...] | None = None) -> str:
+    """A fingerprint of apt's lists and configuration (names, sizes, mtimes): it changes with
+    `apt-get update`, a new source or a pin, whenever `apt-cache` could answer otherwise."""
+    h = hashlib.sha256()
+    for root in roots or APT_STATE:
+        for path in sorted(root.rglob("*")) if root.is_dir() else ():
+            if path.is_file() and "partial" not in path.parts and path.name != "lock":
+                st = path.stat()
+                h.update(f"{path} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def resolve_packages_cached(cache_dir: Path, log: Log = print) -> tuple[Package, ...]:
+    """resolve_packages(), remembered in ``cache_dir/packages.json`` while apt's state is
+    unchanged: three `apt-cache show` runs cost seconds on a busy machine, and every test
+    session (every pytest-xdist worker) asks."""
+    state = apt_state()
+    memo = cache_dir / RESOLVED
+    try:
+        saved = json.loads(memo.read_text())
+        if saved["apt_state"] == state:
+            log(f"packages as resolved before (apt's lists unchanged): {memo}")
+            return tuple(Package(**p) for p in saved["packages"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    packages = resolve_packages(log)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{RESOLVED}.", dir=cache_dir)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"apt_state": state,
+                   "packages": [dataclasses.asdict(p) for p in packages]}, f, indent=2)
+    os.replace(tmp, memo)  # readers see the old or the new file, never half of one
+    return packages
+
+
 def content_key(packages: tuple[Package, ...]) -> str:
     h = hashlib.sha256()
     h.update(f"builder={BUILDER_VERSION}\n".encode())
@@ -252,7 +296,7 @@ def _cached(directory: Path) -> Guest | None:
 def ensure_guest(cache_dir: Path | None = None, log: Log = print) -> Guest:
     """Return the cached guest for the current package versions, building it if needed."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    packages = resolve_packages(log)
+    packages = resolve_packages_cached(cache_dir, log)
     key = content_key(packages)
     final = cache_dir / key
     guest = _cached(final)

@@ -18,4 +18,7 @@ One concern per module:
   console.py    the guest's serial console (a file), waited on for success/failure patterns
   snapshots.py  snapshot operations spelled for each monitor (HMP savevm/..., QMP jobs)
   procs.py      registry of started QEMU processes for the session-end leak check
+  bootcache.py  the booted guest's saved state, cached across sessions and xdist workers
+  locks.py      flock and atomic writes for files that parallel workers share
+  timings.py    the session's measured durations (timings.json, merged across workers)
 """

@@ -3,6 +3,7 @@ the features each needs), and the reader of `check -tap` output."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -47,6 +48,20 @@ class IotestsRun:
         self.results = results  # test name -> "pass" | "fail" | "not run"
         self.elapsed = elapsed
         self.command = command
+
+    def to_json(self, run_id: str) -> str:
+        return json.dumps({"run": run_id, "directory": str(self.directory),
+                           "returncode": self.returncode, "results": self.results,
+                           "elapsed": self.elapsed, "command": self.command,
+                           "retried": self.retried, "absent": sorted(self.absent)}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, run_id: str) -> IotestsRun | None:
+        data = json.loads(text)
+        if data.get("run") != run_id:
+            return None  # another pytest run's
+        return cls(Path(data["directory"]), data["returncode"], data["results"],
+                   data["elapsed"], data["command"], data["retried"], frozenset(data["absent"]))
 
 
 def parse_tap(text: str) -> dict[str, str]:

@@ -38,6 +38,8 @@ from .waiting import Listener, ProcessExited
 DISK_NODE = "disk0"  # qcow2 node of the main disk (block node name)
 DISK_DEVICE = "vdisk0"  # its virtio-blk device id
 DEFAULT_ACCEL = "tcg"
+# the firmware files a pc machine with a -kernel guest loads, and the Debian packages
+FIRMWARE = {"bios-256k.bin": "seabios", "linuxboot_dma.bin": "qemu-system-data"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,12 +69,21 @@ class MachineProfile:
         return hashlib.sha256(repr(self).encode()).hexdigest()[:12]
 
     def check_firmware(self) -> None:
-        need = {"bios-256k.bin": "seabios", "linuxboot_dma.bin": "qemu-system-data"}
-        for name, pkg in need.items():
-            if not any(Path(d, name).is_file() for d in self.firmware_dirs):
+        self.firmware_files()
+
+    def firmware_files(self) -> list[Path]:
+        """The firmware files the machine loads, as QEMU finds them (the first -L directory
+        that has each); BuildMissing naming the package when one is missing."""
+        found = []
+        for name, pkg in FIRMWARE.items():
+            path = next((Path(d, name) for d in self.firmware_dirs if Path(d, name).is_file()),
+                        None)
+            if path is None:
                 raise BuildMissing(
                     f"firmware {name} not found in {self.firmware_dirs}: apt-get install {pkg}"
                 )
+            found.append(path)
+        return found
 
 
 DEFAULT_PROFILE = MachineProfile()
@@ -120,6 +131,7 @@ class VM:
         self.qmp: QMP | None = None
         self.hmp: HMP | None = None
         self._pidfd: int | None = None
+        self._console_in: int | None = None  # the write end of the console's input FIFO
         self.console = Console(self.console_path, alive=self.is_running, directory=self.workdir,
                                exit_fd=lambda: self._pidfd)
         self.timings: dict[str, float] = {}
@@ -127,7 +139,8 @@ class VM:
 
     # -- command line ---------------------------------------------------------------
 
-    def args(self, qmp_sock: str = "QMP_SOCK", hmp_sock: str = "HMP_SOCK") -> list[str]:
+    def args(self, qmp_sock: str = "QMP_SOCK", hmp_sock: str = "HMP_SOCK",
+             console_in: str = "CONSOLE_IN") -> list[str]:
         p = self.profile
         args = [
             str(self.build.system),
@@ -158,8 +171,10 @@ class VM:
             str(self.guest.initrd),
             "-append",
             self.guest.cmdline,
+            # the console's output goes to a file; its input is a FIFO the rig writes a
+            # line into to ask the guest for a heartbeat at once (heartbeat())
             "-chardev",
-            f"file,id=serial0,path={self.console_path}",
+            f"file,id=serial0,path={self.console_path},input-path={console_in}",
             "-serial",
             "chardev:serial0",
             # the rig listens on both sockets and QEMU connects (client chardevs), as
@@ -207,9 +222,14 @@ class VM:
         self.profile.check_firmware()
         self._sockdir = Path(tempfile.mkdtemp(prefix="qh-", dir="/tmp"))
         qmp_sock, hmp_sock = str(self._sockdir / "qmp"), str(self._sockdir / "hmp")
+        console_in = self._sockdir / "console-in"
+        os.mkfifo(console_in)
+        # opened read-write, so that neither QEMU's open (read-only) blocks nor its reads
+        # ever see an end of file; non-blocking: a kick never waits on a full pipe
+        self._console_in = os.open(console_in, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         listeners = {"QMP": Listener(qmp_sock), "HMP": Listener(hmp_sock)}
         try:
-            return self._launch(qmp_sock, hmp_sock, listeners)
+            return self._launch(qmp_sock, hmp_sock, str(console_in), listeners)
         finally:
             for listener in listeners.values():
                 listener.close()
@@ -230,8 +250,9 @@ class VM:
                 self.workdir,
             ) from None
 
-    def _launch(self, qmp_sock: str, hmp_sock: str, listeners: dict[str, Listener]) -> VM:
-        args = self.args(qmp_sock, hmp_sock)
+    def _launch(self, qmp_sock: str, hmp_sock: str, console_in: str,
+                listeners: dict[str, Listener]) -> VM:
+        args = self.args(qmp_sock, hmp_sock, console_in)
         self.cmdline_path.write_text(shlex.join(args) + "\n")
         self._logfile = open(self.log_path, "ab")
         self._logfile.write(f"$ {shlex.join(args)}\n".encode())
@@ -271,8 +292,12 @@ class VM:
         self._migration_events()
         self.qmp.cmd("migrate-incoming", uri=f"file:{self.incoming}")
         self.wait_migration(timeout)
-        # the incoming side resumes the guest itself once the stream is loaded
+        # A stream saved from a running guest is running by the time MIGRATION says
+        # completed; one saved from a paused guest (the booted state: stopped right after a
+        # heartbeat, so that its next one starts after RESUME) arrives paused: cont starts it
         if self.qmp.cmd("query-status")["status"] != "running":
+            self.qmp.discard_events(QMP.event("RESUME"))
+            self.qmp.cmd("cont")
             self.qmp.wait_event(QMP.event("RESUME"), timeout, "RESUME after incoming migration")
 
     def _migration_events(self) -> None:
@@ -342,6 +367,9 @@ class VM:
             if self._pidfd is not None:
                 os.close(self._pidfd)
                 self._pidfd = None
+            if self._console_in is not None:
+                os.close(self._console_in)
+                self._console_in = None
             if self._logfile:
                 self._logfile.close()
                 self._logfile = None
@@ -366,6 +394,16 @@ class VM:
         self.shutdown()
 
     # -- guest helpers ----------------------------------------------------------------
+
+    def heartbeat(self, timeout: float = 30.0) -> int:
+        """The guest's next heartbeat, asked for now: a line on the console's input cuts the
+        guest's wait between two heartbeats short (images/init.sh), so this returns as soon
+        as the guest runs, not a period later. The counter of the first `COUNTER n` line
+        printed after the call (a periodic one that comes first counts as well)."""
+        assert self._console_in is not None, "VM not launched"
+        since = self.console.mark()
+        os.write(self._console_in, b"\n")
+        return self.console.wait_counter(since=since, timeout=timeout)
 
     def read_disk(self, offset: int = 0, length: int = 32, node: str = DISK_NODE) -> bytes:
         """Read bytes of the guest disk as the image file holds them.

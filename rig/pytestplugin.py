@@ -17,6 +17,7 @@ and reads the phase reports under ``REPORTS_KEY``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,18 @@ def add_common_options(parser, names=tuple(COMMON_OPTIONS)) -> None:
             group.addoption(name, **COMMON_OPTIONS[name])
         except ValueError:  # already added by another suite's conftest in this session
             pass
+
+
+def worker_id() -> str:
+    """This process's pytest-xdist worker ("gw0", "gw1", ...), "main" without xdist: for
+    scratch paths that two workers must not share."""
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def is_controller(config) -> bool:
+    """True in the process that runs the session (no xdist, or xdist's controller), false in
+    an xdist worker: for what must happen once per run (clearing last run's files)."""
+    return not hasattr(config, "workerinput")
 
 
 def results_dir(config) -> Path:

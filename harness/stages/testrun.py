@@ -39,18 +39,25 @@ class Suite:
     summary_json: str | None = None
 
 
+# pytest-xdist, one worker per CPU (`-- -n 0` after the suite's arguments runs it serially)
+PARALLEL = ("-n", "auto")
+
 SUITES = {
-    "unit": Suite("unit", ("tests/unit",)),
-    "qemu": Suite("qemu", ("tests/qemu",), markers="not iotests"),
+    "unit": Suite("unit", ("tests/unit",), extra=PARALLEL),
+    # every test has its own directory, ports and disks; the booted state is made once and
+    # shared by the workers (rig/bootcache.py)
+    "qemu": Suite("qemu", ("tests/qemu",), markers="not iotests", extra=PARALLEL),
+    # serially: one `check` run per build serves all its iotests (under -n, the first
+    # worker that needs it runs it and the others wait: tests/qemu/test_iotests.py)
     "iotests": Suite("iotests", ("tests/qemu",), markers="iotests"),
     # older QEMU releases (build.py peers) on images the series wrote, and the reverse;
     # pytest-xdist, one worker per CPU: each cell is a dozen short-lived QEMU processes
-    "peers": Suite("peers", ("tests/peers",), extra=("-n", "auto"),
+    "peers": Suite("peers", ("tests/peers",), extra=PARALLEL,
                    summary_json="peers.json"),
     # libvirt (the machine's 9.0, trixie's 11.3 in a chroot: build.py libvirt) drives the
     # patched QEMU through a snapshot tree; the image's tree and libvirt's after each step.
     # One worker per CPU: each libvirt's run is one long test with its own TCG guest
-    "libvirt": Suite("libvirt", ("tests/libvirt",), extra=("-n", "auto"),
+    "libvirt": Suite("libvirt", ("tests/libvirt",), extra=PARALLEL,
                      summary_json="libvirt.json"),
     # crash states, fault injection, kill -9, the fuzzer (tests/reliability/conftest.py):
     # the smoke; RELIABILITY_ENV=full (`build.py test --suite reliability --full`) the full run

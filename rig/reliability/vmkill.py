@@ -5,7 +5,7 @@ Guest RAM is filled from a file of random bytes (`-device loader`), so that the 
 has something to write and a save takes long enough to be interrupted in every phase:
 RAM, the device state, the snapshot table, the header and the current-snapshot record.
 
-The QMP client is the rig's (tests/qemu/lib/qmp.py): the harness listens, QEMU connects,
+The QMP client is the rig's (rig/qmp.py): the harness listens, QEMU connects,
 and a job is waited for on its JOB_STATUS_CHANGE events, never by polling query-jobs.
 """
 

@@ -14,10 +14,12 @@ Fixtures for tests (names are the interface; series tests build on them):
   test_dir       this test's own directory under <results-dir>/tests/ (named in failure reports)
   build_features session, per build: {feature: present}, probed (rig/features.py) and kept
                  in <results-dir>/features-<build>.json
-  booted_state   session, per build: a guest cold-booted once and migrated to a file
+  booted_state   session, per build: a guest cold-booted once and migrated to a file, cached
+                 across sessions and shared by xdist workers (rig/bootcache.py)
   vm_factory     start(name="vm", *, fast=True, disk=None, disk_format="qcow2", profile=...)
                  -> a launched VM (fast: -incoming from booted_state); all shut down at teardown
   vm             a fast-started VM with a fresh qcow2 disk whose guest counter is running
+                 (usable: the restored guest printed a heartbeat, asked for at once)
   snapshots      lib.snapshots.SnapshotOps for (vm, monitor): save/load/delete/tags/stop/cont
   make_disk      make_disk(name, fmt="qcow2", size="64M") -> Path in test_dir
 Markers: series[(feature, ...)] (a strict xfail, met only by an absent feature, on a build
@@ -29,7 +31,6 @@ iotests (upstream qemu-iotests). Each test's JUnit record carries its build as p
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import sys
 import time
@@ -39,14 +40,9 @@ from pathlib import Path
 import pytest
 
 import images
-from rig import (
-    builds,
-    features,
-    procs,
-    pytestplugin,
-    timings,
-)
+from rig import bootcache, builds, features, procs, pytestplugin, timings
 from rig.builds import QemuBuild
+from rig.locks import write_atomically
 from rig.machine import DEFAULT_PROFILE, VM, MachineProfile, accel_from_env
 from rig.require import Requirements, required_by
 from rig.snapshots import for_monitor
@@ -100,7 +96,15 @@ def _build_names(config) -> list[str]:
 
 def pytest_generate_tests(metafunc):
     if "build" in metafunc.fixturenames:
-        metafunc.parametrize("build", _build_names(metafunc.config), indirect=True, scope="session")
+        names = _build_names(metafunc.config)
+        if "iotests_run" in metafunc.fixturenames:
+            # one `check` run per build serves all its iotests: with --dist loadgroup they
+            # would go to one worker (a mark given here, at collection: xdist reads the groups
+            # before later hooks add marks), but pytest-xdist 3.8 does not group on pytest
+            # 9.2 (its issue #1386); iotests_run itself makes a second worker wait instead
+            names = [pytest.param(n, marks=pytest.mark.xdist_group(f"iotests-{n}"))
+                     for n in names]
+        metafunc.parametrize("build", names, indirect=True, scope="session")
 
 
 # The parameter that says which build a test runs: `build`, or test_qcow2_bad_input's
@@ -153,6 +157,11 @@ pytest_runtest_makereport = pytestplugin.logs_report_hook(
     "qemu rig logs", "command lines, console, qmp/hmp traffic")
 
 
+def pytest_sessionstart(session):
+    if pytestplugin.is_controller(session.config):  # once per run, before any worker writes
+        timings.clear(pytestplugin.results_dir(session.config) / "timings.json")
+
+
 def pytest_sessionfinish(session, exitstatus):
     left = procs.kill_leftovers()
     results = getattr(session.config, "_rig_results", None)
@@ -198,8 +207,10 @@ def build(request, require) -> QemuBuild:
 
 @pytest.fixture(scope="session")
 def build_features(build, results_dir) -> dict[str, bool]:
-    found = features.probe(build, results_dir / "features" / build.name)
-    (results_dir / f"features-{build.name}.json").write_text(json.dumps(found, indent=2) + "\n")
+    # each xdist worker probes in its own scratch directory; all write the same answer
+    found = features.probe(build, results_dir / "features" / build.name / pytestplugin.worker_id())
+    write_atomically(results_dir / f"features-{build.name}.json",
+                     json.dumps(found, indent=2) + "\n")
     return found
 
 
@@ -257,7 +268,7 @@ def make_disk(build, test_dir):
 
 
 class BootedState:
-    """A guest cold-booted once per session and build, migrated into ``path``."""
+    """A guest cold-booted once, migrated into ``path`` (lib/bootcache.py keeps it)."""
 
     def __init__(self, path: Path, profile: MachineProfile, boot_seconds: float, counter: int):
         self.path = path
@@ -268,40 +279,19 @@ class BootedState:
 
 @pytest.fixture(scope="session")
 def booted_state(request, build, guest, results_dir) -> BootedState:
-    directory = results_dir / "booted-state" / build.name
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
-    disk = _make_disk(build, directory / "disk.qcow2")
-    state = directory / "state.mig"
+    """The saved state of a booted guest for ``build``: from the cache (lib/bootcache.py:
+    keyed by binary, guest, profile, accelerator and firmware; shared by xdist workers and
+    sessions), else cold-booted now, its logs in <results>/booted-state/<build>/."""
+    logs = results_dir / "booted-state" / build.name
     t0 = time.monotonic()
-    with VM(build, guest, directory, disk=disk, name="coldboot") as vm:
-        vm.console.wait_for(guest.ready_marker, timeout=180)
-        boot = time.monotonic() - t0
-        counter = vm.console.wait_counter(timeout=30)
-        t1 = time.monotonic()
-        vm.save_state(state)
-        record_timing(f"{build.name}.cold_boot_to_ready_seconds", boot)
-        record_timing(f"{build.name}.save_state_seconds", time.monotonic() - t1)
-    (directory / "state.json").write_text(
-        json.dumps(
-            {
-                "build": str(build.system),
-                "profile": repr(DEFAULT_PROFILE),
-                "profile_key": DEFAULT_PROFILE.key(),
-                "guest": guest.manifest["key"],
-                "accel": accel_from_env(),
-                "counter_at_save": counter,
-                "boot_seconds": round(boot, 3),
-                "size": state.stat().st_size,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    yield BootedState(state, DEFAULT_PROFILE, boot, counter)
-    if not request.config.getoption("--keep-scratch"):
-        _remove_scratch(directory)
+    entry = bootcache.booted(build, guest, logs, DEFAULT_PROFILE, accel_from_env(),
+                             record=record_timing)
+    record_timing(f"{build.name}.booted_state_seconds", time.monotonic() - t0)
+    write_atomically(logs / "state.json", json.dumps(
+        {**entry.meta, "cache": str(entry.directory)}, indent=2) + "\n")
+    yield BootedState(entry.state, DEFAULT_PROFILE, entry.meta["boot_seconds"],
+                      entry.meta["counter_at_save"])
+    entry.close()
 
 
 @pytest.fixture
@@ -338,8 +328,8 @@ def vm_factory(request, build, guest, test_dir):
         started.append(vm)
         t0 = time.monotonic()
         vm.launch()
-        if fast:
-            vm.console.wait_counter(timeout=30)
+        if fast:  # usable: the restored guest printed a heartbeat after RESUME
+            vm.heartbeat(timeout=30)
             vm.timings["usable"] = time.monotonic() - t0
         return vm
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 import warnings
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 
 from rig.errors import FeatureAbsent
 from rig.iotests import IOTESTS, SERIES_IOTEST_FEATURES, SERIES_IOTESTS, IotestsRun, parse_tap
+from rig.locks import locked, write_atomically
 from rig.timings import record as record_timing
 
 TIMEOUT = int(os.environ.get("QEMU_HARNESS_IOTESTS_TIMEOUT", "1800"))
@@ -28,12 +30,38 @@ JOBS = os.environ.get("QEMU_HARNESS_IOTESTS_JOBS", "1")
 RETRY_MAX = 3
 
 
+def _run_id(config) -> str:
+    """What the pytest-xdist workers of one run share (their testrunuid); without xdist, this
+    process's own."""
+    return getattr(config, "workerinput", {}).get("testrunuid") or _PROCESS_RUN_ID
+
+
+_PROCESS_RUN_ID = uuid.uuid4().hex
+
+
 @pytest.fixture(scope="session")
-def iotests_run(build, results_dir, require) -> IotestsRun:
-    check = require.iotests_check(build)
-    require.firmware(build)
+def iotests_run(build, results_dir, require, pytestconfig) -> IotestsRun:
+    """One `check` run per build and pytest run. Under pytest-xdist every worker that gets one
+    of the build's iotests asks for it: the first runs `check` under a lock and keeps the
+    outcome in run.json, the others wait on the lock and read that (--dist loadgroup would
+    keep them on one worker, but does not group on pytest 9.2: pytest-xdist issue #1386)."""
     directory = results_dir / "iotests" / build.name
     directory.mkdir(parents=True, exist_ok=True)
+    run_id = _run_id(pytestconfig)
+    with locked(results_dir / "iotests" / f".{build.name}.lock"):
+        try:
+            done = IotestsRun.from_json((directory / "run.json").read_text(), run_id)
+        except (OSError, ValueError, KeyError):
+            done = None
+        if done is None:
+            done = _iotests_run(build, directory, require)
+            write_atomically(directory / "run.json", done.to_json(run_id))
+    return done
+
+
+def _iotests_run(build, directory: Path, require) -> IotestsRun:
+    check = require.iotests_check(build)
+    require.firmware(build)
     t0 = time.monotonic()
     in_tree = build.source_dir / "tests" / "qemu-iotests" / "tests"
     absent = frozenset(t for t in SERIES_IOTESTS if not (in_tree / t).exists())

@@ -111,4 +111,5 @@ def test_pytest_argv_per_suite(tmp_path):
     assert not any(a.startswith("--results-dir") for a in unit)
     qemu = testrun.pytest_argv(layout, testrun.SUITES["qemu"], ("-k", "x"))
     assert f"--results-dir={layout.results / 'qemu'}" in qemu
-    assert qemu[-4:] == ["-m", "not iotests", "-k", "x"]
+    assert qemu[-6:] == ["-m", "not iotests", "-n", "auto", "-k", "x"]
+    assert unit[-2:] == ["-n", "auto"]  # both cores: pytest-xdist

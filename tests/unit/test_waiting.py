@@ -199,3 +199,49 @@ def test_reliability_vm_wait_job_waits_for_the_concluded_event(tmp_path):
         vm.wait_job("other", timeout=0.3)
     assert (tmp_path / "qmp.log").read_text().count('"query-jobs"') == 1
     vm.qmp.close()
+
+
+def test_heartbeat_asks_the_guest_and_takes_only_a_later_line(tmp_path):
+    """VM.heartbeat writes a line to the console's input and returns the first counter the
+    guest prints after that (a fake guest: a thread answering each line on the FIFO)."""
+    import os
+
+    from rig.machine import VM
+
+    vm = VM(build=None, guest=None, workdir=tmp_path, disk=None)
+    vm.console_path.write_text("HARNESS-READY\nCOUNTER 7\n")
+    vm.console = Console(vm.console_path)
+    read_end, vm._console_in = os.pipe()
+    asked = []
+
+    def guest():
+        with os.fdopen(read_end, "rb") as f:
+            for line in f:
+                asked.append(line)
+                with open(vm.console_path, "a") as console:
+                    console.write(f"COUNTER {8 + len(asked) - 1}\n")
+
+    answering = threading.Thread(target=guest)
+    answering.start()
+    try:
+        assert vm.heartbeat(timeout=10) == 8, "the line printed before the call was taken"
+        assert vm.heartbeat(timeout=10) == 9
+        assert asked == [b"\n", b"\n"]
+    finally:
+        os.close(vm._console_in)
+        answering.join(10)
+
+
+def test_console_input_is_a_fifo_on_the_serial_chardev(tmp_path):
+    from rig.machine import VM
+
+    class Build:
+        system = "qemu-system-x86_64"
+
+    class Guest:
+        kernel, initrd, cmdline = "vmlinuz", "initrd", "console=ttyS0"
+
+    args = VM(Build(), Guest(), tmp_path, disk=None).args("q", "h", "/tmp/qh-x/console-in")
+    serial = args[args.index("-serial") - 1]
+    assert serial.startswith("file,id=serial0,") and serial.endswith(
+        ",input-path=/tmp/qh-x/console-in")
