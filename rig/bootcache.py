@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from harness.core.digest import sha256_file
+
 from .locks import FileLock, write_atomically
 
 KEEP = 6  # entries kept (about 57 MB each: the 256 MiB guest's non-zero pages)
@@ -48,11 +50,7 @@ def default_root() -> Path:
 
 @functools.lru_cache(maxsize=16)
 def _sha256(path: str, size: int, mtime_ns: int, inode: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)  # size, mtime and inode only key the cache
 
 
 def file_sha256(path: Path) -> str:

@@ -11,7 +11,6 @@ mirror) and upstream git (``--source git``, needs network).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from harness.core import aptsrc
 from harness.core.config import Baseline, Layout, load_baselines
+from harness.core.digest import sha256_file
 from harness.core.errors import BaselineError, CommandFailed, HarnessError, NotReady
 from harness.core.git import IMPORT_IDENTITY, REPOSITORY_VARIABLES, Git
 from harness.core.pipeline import Context, Outcome, Stage
@@ -35,14 +35,6 @@ class ImportResult:
     base_commit: str
     source: str
     already: bool
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_tarball(path: Path, baseline: Baseline) -> None:

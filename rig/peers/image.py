@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.core.digest import sha256_file
 from rig import qcow2
 from rig.peers import matrix as mx
 from rig.peers.tools import Commands, Tools
@@ -100,8 +100,7 @@ def prepare(cmds: Commands, writer: Tools, path: Path, prep: mx.Prep) -> None:
         qcow2.set_autoclear(path, qcow2.read(path).autoclear | mx.AUTOCLEAR_UNKNOWN_BIT)
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+sha256 = sha256_file  # the image's bytes, read in chunks
 
 
 # -- reading it back -----------------------------------------------------------------------

@@ -45,11 +45,12 @@ KNOWN: tuple[KnownBug, ...] = (
 )
 
 
-def classify(part: str, problems: list[str]) -> set[str] | None:
-    """The ids of the known bugs that explain every problem, or None if one is new."""
+def classify(part: str, problems: list[str], bugs=None) -> set[str] | None:
+    """The ids of the bugs (``bugs``, default KNOWN) that explain every problem, or None if
+    one is new."""
     ids = set()
     for p in problems:
-        hit = [b.id for b in KNOWN if b.matches(part, p)]
+        hit = [b.id for b in (KNOWN if bugs is None else bugs) if b.matches(part, p)]
         if not hit:
             return None
         ids.update(hit)
@@ -112,13 +113,7 @@ FIXED: tuple[FixedBug, ...] = (
 
 def classify_fixed(part: str, problems: list[str]) -> set[str] | None:
     """The ids of the fixed (upstream) bugs that explain every problem, or None."""
-    ids = set()
-    for p in problems:
-        hit = [b.id for b in FIXED if b.matches(part, p)]
-        if not hit:
-            return None
-        ids.update(hit)
-    return ids
+    return classify(part, problems, FIXED)
 
 
 def reproducers() -> dict[str, list[FixedBug]]:

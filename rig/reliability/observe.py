@@ -5,7 +5,6 @@ by a signal, timed out, or with a sanitizer report on stderr is a crash (``Resul
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -16,6 +15,7 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.core.digest import sha256_file
 from rig import commands, qcow2
 
 from .invariants import CheckOutcome, ImageView, Observed, Snap
@@ -94,14 +94,6 @@ class Runner:
         for r in self.history[-last:]:
             out.append(f"$ {shlex.join(r.argv)}\n{r.output.rstrip()}\n# exit {r.returncode}")
         return "\n".join(out) + "\n"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_data(run: Runner, tool: Tool, image: Path, scratch: Path,
