@@ -20,7 +20,7 @@ SERIES_IOTEST_FEATURES = {
     "qcow2-snapshot-l1-overlap": (),
     "qcow2-snapshot-write-errors": (),
     "savevm-vmstate-flush-error": (),
-    "qcow2-corrupt-close": (),
+    "qcow2-corrupt-node": (),
     "qcow2-snapshot-uuid": ("snapshot-uuid",),
     "qcow2-current-snapshot": ("snapshot-uuid",),
     "qcow2-snapshot-old-writer": ("snapshot-uuid",),

@@ -38,7 +38,7 @@ class QMP:
         self.greeting = self._conn.connect(negotiate=True)
         self._write("<<<", self.greeting)
 
-    def cmd_raw(self, name: str, **args: Any) -> dict:
+    def cmd_raw(self, name: str, /, **args: Any) -> dict:
         """Send a command, return the whole response (``return`` or ``error``)."""
         msg = {"execute": name}
         if args:
@@ -49,8 +49,9 @@ class QMP:
         self.events()  # log events that arrived meanwhile (kept for tests in self.seen_events)
         return resp
 
-    def cmd(self, name: str, **args: Any) -> Any:
-        """Send a command, return its ``return`` value or raise QMPCommandError."""
+    def cmd(self, name: str, /, **args: Any) -> Any:
+        """Send a command, return its ``return`` value or raise QMPCommandError. (``name`` is
+        positional-only: commands such as block-dirty-bitmap-add have a "name" argument.)"""
         resp = self.cmd_raw(name, **args)
         if "error" in resp:
             raise QMPCommandError(name, args, resp["error"])
