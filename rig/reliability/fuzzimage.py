@@ -153,9 +153,10 @@ def write(spec: TableSpec, tpl: Template, dest: Path) -> Path:
     dest.write_bytes(tpl.path.read_bytes())
     if spec.record is not None:
         r = spec.record
+        # (a mismatch wraps around: the fields are u64 and u32)
         rec = qcow2.CurrentRecord(_pick(r.names, uuids, None, stranger),
-                                  offset if r.offset_matches else offset + csize,
-                                  nb if r.count_matches else nb + 1,
+                                  offset if r.offset_matches else (offset + csize) % 2**64,
+                                  nb if r.count_matches else (nb + 1) % 2**32,
                                   r.reserved[:4].ljust(4, b"\0"))
         raw = rec.pack()
         raw = raw[: r.length] if r.length <= len(raw) else raw.ljust(r.length, b"\xa5")
