@@ -257,6 +257,16 @@ def patch_bytes(path: Path, offset: int, new: bytes) -> None:
         fh.write(new)
 
 
+def point_first_l2_entry_at_active_l1(path: Path) -> None:
+    """Corrupt ``path`` (as iotest 060 does): its first L2 entry := the active L1 table's
+    cluster, COPIED, so the next write of guest cluster 0 trips qcow2's metadata overlap
+    check, a fatal corruption. Guest cluster 0 must be allocated."""
+    data = path.read_bytes()
+    l1_offset, = struct.unpack_from(">Q", data, 40)
+    l2_offset, = struct.unpack_from(">Q", data, l1_offset)
+    patch_bytes(path, l2_offset & 0x00FFFFFFFFFFFE00, struct.pack(">Q", (1 << 63) | l1_offset))
+
+
 def set_uuid_field(path: Path, snap: Snapshot, field_offset: int, value: uuidlib.UUID) -> None:
     """Overwrite one UUID field of a snapshot entry in place (it must exist)."""
     assert snap.extra_data_size >= field_offset + UUID_LEN, "field not covered"

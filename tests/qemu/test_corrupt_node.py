@@ -8,11 +8,11 @@ blockdev-reopen (fixed by 'block: Do not crash reopening a node without a driver
 
 from __future__ import annotations
 
-import struct
 import subprocess
 
 import pytest
 
+from rig import qcow2
 from rig.errors import QMPCommandError
 from rig.machine import MachineProfile
 from rig.qmp import QMP
@@ -45,13 +45,7 @@ def _corrupt_image(build, path) -> None:
                    check=True, timeout=60)
     subprocess.run([str(build.io), "-f", "qcow2", "-c", "write -q -P 0x11 0 128k", str(path)],
                    check=True, timeout=60)
-    with open(path, "r+b") as f:
-        f.seek(40)
-        l1_offset, = struct.unpack(">Q", f.read(8))
-        f.seek(l1_offset)
-        l2_offset, = struct.unpack(">Q", f.read(8))
-        f.seek(l2_offset & 0x00FFFFFFFFFFFE00)
-        f.write(struct.pack(">Q", (1 << 63) | l1_offset))
+    qcow2.point_first_l2_entry_at_active_l1(path)
 
 
 def test_management_commands_on_a_node_marked_corrupt(build, vm_factory, test_dir, request):

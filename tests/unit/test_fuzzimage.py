@@ -61,3 +61,16 @@ def test_every_spec_makes_an_image(template, tmp_path, spec):
     if spec.placement == "bogus":
         assert offset == spec.bogus_offset
     assert out.read_bytes()[:4] == b"QFI\xfb"
+
+
+def test_point_first_l2_entry_at_active_l1(template, tmp_path):
+    """rig.qcow2's corruption for the corrupt-node tests, on the same recorded image."""
+    path = tmp_path / "c.qcow2"
+    path.write_bytes(template.path.read_bytes())
+    qcow2.point_first_l2_entry_at_active_l1(path)
+    data = path.read_bytes()
+    l1_offset, = struct.unpack_from(">Q", data, 40)
+    assert l1_offset == template.active_l1[0]
+    l2_offset, = struct.unpack_from(">Q", data, l1_offset)
+    entry, = struct.unpack_from(">Q", data, l2_offset & 0x00FFFFFFFFFFFE00)
+    assert entry == (1 << 63) | l1_offset

@@ -15,18 +15,9 @@ D=$(mktemp -d)
 trap 'rm -rf "$D"' EXIT
 "$IMG" create -q -f qcow2 "$D/c.qcow2" 1M || exit 2
 "$IO" -f qcow2 -c 'write -q -P 0x11 0 64k' "$D/c.qcow2" || exit 2
-# The first L2 entry := the active L1 table's cluster, COPIED: the next write there trips
-# the overlap check
-python3 - "$D/c.qcow2" <<'PY' || exit 2
-import struct, sys
-with open(sys.argv[1], "r+b") as f:
-    f.seek(40)
-    l1_offset, = struct.unpack(">Q", f.read(8))
-    f.seek(l1_offset)
-    l2_offset, = struct.unpack(">Q", f.read(8))
-    f.seek(l2_offset & 0x00fffffffffffe00)
-    f.write(struct.pack(">Q", (1 << 63) | l1_offset))
-PY
+# The first L2 entry := the active L1 table's cluster: the next write there trips the
+# overlap check
+python3 "$(dirname "$0")/point-l2-at-l1.py" "$D/c.qcow2" || exit 2
 printf '%s\n' \
     '{"execute": "qmp_capabilities"}' \
     '{"execute": "blockdev-add", "arguments": {"driver": "qcow2", "node-name": "n0", "file": {"driver": "file", "node-name": "f0", "filename": "'"$D/c.qcow2"'"}}}' \
