@@ -32,16 +32,22 @@ class Mode:
     kill_runs: int
     fuzz_examples: int | None  # None: until fuzz_seconds are used up
     fuzz_seconds: float  # the fuzzer's budget (also the smoke's cap: examples past it skip)
+    crash_2disk_paths: tuple[str, ...] = ()  # scenario.VM_PATHS_2D explored (patched, 64k)
+    pairs_per_class: int | None = 2  # crash-state pairs per class started in a VM (2 disks)
+    fault_2disk_paths: tuple[str, ...] = ()  # scenario.VM_PATHS_2D injected into (disk1)
 
 
 VM_PATHS = tuple(p.name for p in scenario.VM_PATHS)
+VM_PATHS_2D = tuple(p.name for p in scenario.VM_PATHS_2D)
 SMOKE = Mode("smoke", 13, ("patched",), (65536,),
              ("hmp-delvm", "qmp-snapshot-delete", "hmp-loadvm", "qmp-snapshot-save"),
-             {"qmp-snapshot-save": 30}, 12,
+             {"qmp-snapshot-save": 30, "qmp-snapshot-save-2disks": 20}, 12,
              ("patched",), (5,), False, ("hmp-savevm", "qmp-snapshot-load", "hmp-delvm"),
-             4, 40, 60)
+             4, 40, 60, crash_2disk_paths=("hmp-delvm-2disks", "qmp-snapshot-save-2disks"),
+             pairs_per_class=2, fault_2disk_paths=("hmp-savevm-2disks",))
 FULL = Mode("full", 13, ("patched", "stock"), (65536, 4096), VM_PATHS, {}, None,
-            ("patched", "stock"), (5, 28), True, VM_PATHS, 120, None, 900)
+            ("patched", "stock"), (5, 28), True, VM_PATHS, 120, None, 900,
+            crash_2disk_paths=VM_PATHS_2D, pairs_per_class=8, fault_2disk_paths=VM_PATHS_2D)
 
 
 def mode_of(config) -> Mode:

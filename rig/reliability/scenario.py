@@ -45,6 +45,7 @@ class WritePath:
     prep: str | None = None
     # run in qemu-system instead of qemu-img: ("hmp", LINE) / ("job", COMMAND, ARGS) steps
     vm: tuple = ()
+    disks: int = 1  # a VM path's qcow2 disks (disk0, disk1): each starts as a copy of one
 
     def argv(self, tool: Tool, opts: str) -> list[str]:
         return [tool.img, *self.args, "--image-opts", opts]
@@ -76,7 +77,27 @@ VM_PATHS = (
     WritePath("qmp-snapshot-delete", (), Change(OpKind.DELETE, "s3"),
               vm=(("job", "snapshot-delete", {"tag": "s3", **_DISK0}),)),
 )
-BY_NAME = {p.name: p for p in PATHS + VM_PATHS}
+# The same with two qcow2 disks, each a copy of the pre-operation image (so the snapshots
+# s1-s3 have the same UUIDs on both, as a VM snapshot's do; vm0 is saved on both): HMP acts
+# on every disk, the jobs list both. vm1's VM state goes to disk0.
+_DISKS = {"devices": ["disk0", "disk1"]}
+VM_PATHS_2D = (
+    WritePath("hmp-savevm-2disks", (), Change(OpKind.CREATE, "vm1"), prep="vm-snapshot",
+              vm=(("hmp", "savevm vm1"),), disks=2),
+    WritePath("hmp-loadvm-2disks", (), Change(OpKind.APPLY, "vm0"), prep="vm-snapshot",
+              vm=(("hmp", "loadvm vm0"),), disks=2),
+    WritePath("hmp-delvm-2disks", (), Change(OpKind.DELETE, "s2"), vm=(("hmp", "delvm s2"),),
+              disks=2),
+    WritePath("qmp-snapshot-save-2disks", (), Change(OpKind.CREATE, "vm1"), prep="vm-snapshot",
+              vm=(("job", "snapshot-save", {"tag": "vm1", "vmstate": "disk0", **_DISKS}),),
+              disks=2),
+    WritePath("qmp-snapshot-load-2disks", (), Change(OpKind.APPLY, "vm0"), prep="vm-snapshot",
+              vm=(("job", "snapshot-load", {"tag": "vm0", "vmstate": "disk0", **_DISKS}),),
+              disks=2),
+    WritePath("qmp-snapshot-delete-2disks", (), Change(OpKind.DELETE, "s3"),
+              vm=(("job", "snapshot-delete", {"tag": "s3", **_DISKS}),), disks=2),
+)
+BY_NAME = {p.name: p for p in PATHS + VM_PATHS + VM_PATHS_2D}
 
 
 class SetupError(RuntimeError):
@@ -111,6 +132,20 @@ def prepare(path: Path, prep: str | None, dest: Path, *, system: str | None = No
     elif prep is not None:
         raise ValueError(f"unknown prep {prep!r}")
     return dest
+
+
+def prepare_disks(path: Path, prep: str | None, dests: list[Path], *, system: str,
+                  io: str) -> list[Path]:
+    """``dests``: copies of ``path``, one per disk of a VM path, as the path starts from;
+    a VM snapshot (``prep`` "vm-snapshot") is saved once on all of them."""
+    for d in dests:
+        shutil.copyfile(path, d)
+    if prep == "vm-snapshot":
+        from .vmops import prepare_vm_snapshot
+        prepare_vm_snapshot(system, io, dests[0], dests[0].parent, more=dests[1:])
+    elif prep is not None:
+        raise ValueError(f"prep {prep!r} is for one disk")
+    return dests
 
 
 def _ok(res):

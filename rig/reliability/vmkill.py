@@ -14,9 +14,11 @@ from __future__ import annotations
 import os
 import random
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,14 +53,24 @@ class VM:
     proc: subprocess.Popen | None = None
     qmp: QMP | None = None
     disk: str | None = None  # a -blockdev for node disk0 instead of the plain qcow2 one
+    more_disks: tuple[str, ...] = ()  # -blockdevs for nodes disk1, disk2, ... (a device each)
     ram_mb: int = RAM_MB
     bios: Path | None = None  # a firmware image instead of SeaBIOS (vmops.stub_bios)
     paused: bool = True  # -S: the CPUs never run
     pidfd: int | None = None
+    _sockdir: Path | None = None
+
+    @property
+    def sockdir(self) -> Path:
+        """Where the monitor sockets go: a short private directory (a socket's path may
+        not exceed 107 bytes, and test directories can be deep), removed at kill/quit."""
+        if self._sockdir is None:
+            self._sockdir = Path(tempfile.mkdtemp(prefix="qrel-"))
+        return self._sockdir
 
     @property
     def hmp_path(self) -> Path:
-        return self.work / f"hmp-{os.getpid()}.sock"
+        return self.sockdir / "hmp.sock"
 
     def argv(self, sock: Path) -> list[str]:
         return [self.system, "-nodefaults", "-no-user-config", "-machine", "pc",
@@ -73,12 +85,14 @@ class VM:
                   ("-blockdev", f"driver=file,filename={self.image},node-name=file0",
                    "-blockdev", "driver=qcow2,file=file0,node-name=disk0")),
                 "-device", "virtio-blk-pci,drive=disk0",
+                *(arg for i, d in enumerate(self.more_disks, 1)
+                  for arg in ("-blockdev", d, "-device", f"virtio-blk-pci,drive=disk{i}")),
                 *(("-device", f"loader,file={self.fill},addr={FILL_AT:#x},force-raw=on")
                   if self.fill else ())]
 
     def launch(self, timeout: float = 30) -> VM:
         """Start QEMU; its QMP chardev connects to a socket the harness listens on."""
-        sock = self.work / f"qmp-{os.getpid()}.sock"
+        sock = self.sockdir / "qmp.sock"
         sock.unlink(missing_ok=True)
         listener = waiting.Listener(sock)
         try:
@@ -151,6 +165,9 @@ class VM:
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
+        if self._sockdir is not None and (self.proc is None or self.proc.poll() is not None):
+            shutil.rmtree(self._sockdir, ignore_errors=True)
+            self._sockdir = None
 
     def quit(self) -> None:
         """quit, waited for on the process's pidfd; SIGKILL if it does not exit."""

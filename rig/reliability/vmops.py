@@ -94,8 +94,8 @@ def ram_owner(data: bytes, work: Path, profile: Profile = PROFILE) -> str | None
     return None
 
 
-def blklogwrites_blockdev(image: Path, log: Path) -> str:
-    return ("driver=qcow2,node-name=disk0,file.driver=blklogwrites,file.file.driver=file,"
+def blklogwrites_blockdev(image: Path, log: Path, node: str = "disk0") -> str:
+    return (f"driver=qcow2,node-name={node},file.driver=blklogwrites,file.file.driver=file,"
             f"file.file.filename={image},file.log.driver=file,file.log.filename={log},"
             "file.log-sector-size=512,file.log-super-update-interval=1")
 
@@ -105,14 +105,24 @@ def blkdebug_blockdev(image: Path, rules: Path) -> str:
             f"file.image.driver=file,file.image.filename={image}")
 
 
-def plain_blockdev(image: Path) -> str:
-    return f"driver=qcow2,node-name=disk0,file.driver=file,file.filename={image}"
+def plain_blockdev(image: Path, node: str = "disk0") -> str:
+    return f"driver=qcow2,node-name={node},file.driver=file,file.filename={image}"
 
 
-def vm_for(system: str, disk: str, work: Path, role: str,
+def plain_blockdevs(images: list[Path]) -> tuple[str, ...]:
+    """A -blockdev per image: nodes disk0, disk1, ..."""
+    return tuple(plain_blockdev(p, f"disk{i}") for i, p in enumerate(images))
+
+
+Disks = str | tuple[str, ...]  # the -blockdev of disk0, or those of disk0, disk1, ...
+
+
+def vm_for(system: str, disk: Disks, work: Path, role: str,
            profile: Profile = PROFILE) -> VM:
-    return VM(system, Path(), fill(work, role, profile), work, disk=disk,
-              ram_mb=profile.ram_mb, bios=stub_bios(work), paused=False)
+    disks = (disk,) if isinstance(disk, str) else disk
+    return VM(system, Path(), fill(work, role, profile), work, disk=disks[0],
+              more_disks=tuple(disks[1:]), ram_mb=profile.ram_mb, bios=stub_bios(work),
+              paused=False)
 
 
 def hmp_failed(output: str) -> bool:
@@ -136,12 +146,13 @@ def _step(vm: VM, step: tuple, notes: list[str]) -> None:
         raise VMError(f"{step[1]}: {err}")
 
 
-def run_vm_op(system: str, disk: str, steps: tuple, work: Path, *, kind: OpKind | None = None,
+def run_vm_op(system: str, disk: Disks, steps: tuple, work: Path, *, kind: OpKind | None = None,
               role: str = "op", load_tag: str | None = None,
               profile: Profile = PROFILE) -> VMRun:
     """The steps (("hmp", LINE) or ("job", COMMAND, ARGS)) in a running VM whose disk is
     ``disk`` (a -blockdev for node disk0), then query-status (a VM a failed load left in
-    restore-vm is resumed with `cont`, and asked again), then quit. ``kind``: the
+    restore-vm is resumed with `cont`, and asked again), then quit (``disk``: a tuple for
+    more disks: nodes disk1, ...). ``kind``: the
     operation's kind, for the runstate rules (None: not checked); ``load_tag``: the
     snapshot a load loads (its RAM is checked after a successful load)."""
     t0 = time.monotonic()
@@ -205,20 +216,23 @@ def _log_tail(log: Path, start: int, n: int = 2) -> str:
 
 
 def prepare_vm_snapshot(system: str, io: str, image: Path, work: Path,
-                        profile: Profile = PROFILE) -> Path:
+                        profile: Profile = PROFILE, more: list[Path] = ()) -> Path:
     """The load paths' and save paths' pre-operation image, made from ``image`` in place:
     savevm vm0 in the VM (role "prep", so vm0 holds the prep fill), then a write to the
-    active layer (PREP_WRITE) so that loading vm0 changes what the disk reads."""
-    run = run_vm_op(system, plain_blockdev(image), (("hmp", f"savevm {PREP_TAG}"),), work,
+    active layer (PREP_WRITE) so that loading vm0 changes what the disk reads. ``more``:
+    further disks (disk1, ...) that vm0 is saved on too, and written to the same way."""
+    images = [image, *more]
+    run = run_vm_op(system, plain_blockdevs(images), (("hmp", f"savevm {PREP_TAG}"),), work,
                     role="prep", profile=profile)
     if run.result.returncode != 0:
         raise VMError(f"savevm {PREP_TAG} for the pre-operation image failed: "
                       f"{run.result.stderr}")
     pattern, off, length = PREP_WRITE
-    res = commands.run([io, "-f", "qcow2", "-c", f"write -P {pattern:#x} {off} {length}",
-                        image], timeout=120)
-    if res.returncode != 0:
-        raise VMError(f"qemu-io write after savevm {PREP_TAG}: {res.stdout}{res.stderr}")
+    for img in images:
+        res = commands.run([io, "-f", "qcow2", "-c", f"write -P {pattern:#x} {off} {length}",
+                            img], timeout=120)
+        if res.returncode != 0:
+            raise VMError(f"qemu-io write after savevm {PREP_TAG}: {res.stdout}{res.stderr}")
     return image
 
 
@@ -242,7 +256,7 @@ def load_check(system: str, image: Path, tag: str, work: Path,
     return run, problems
 
 
-def run_path(system: str, wp, disk: str, work: Path, profile: Profile = PROFILE) -> VMRun:
+def run_path(system: str, wp, disk: Disks, work: Path, profile: Profile = PROFILE) -> VMRun:
     """The VM path ``wp`` (scenario.WritePath with ``vm`` steps) on ``disk``, its runstate
     checked (and, for a load, the RAM of the snapshot it loads)."""
     tag = wp.change.target if wp.change.kind is OpKind.APPLY else None
@@ -304,5 +318,168 @@ def load_states(replay, new_tag: str, system: str, work: Path, count: int | None
         _, problems = load_check(system, image, tag, work)
         out.runs.append({"state": state.label(), "tag": tag, "problems": problems})
     image.unlink(missing_ok=True)
+    out.seconds = time.monotonic() - t0
+    return out
+
+
+# -- two disks: what a VM sees of one crash state per disk ----------------------------------------
+
+
+def pick_pairs(replays, target: str, per_class: int | None, seed: int) -> list[tuple]:
+    """Pairs (state of disk0, state of disk1) of distinct crash states to start a VM on.
+    Each disk's states fall into two classes, whether its reader lists ``target`` (the
+    snapshot the operation makes, applies or deletes); a VM's behaviour depends on the
+    disks only through that and through what the per-disk invariants already checked in
+    every state. So every class pair is tried, with ``per_class`` pairs each (None: every
+    pair), drawn with ``seed``, and the pair of the final states always."""
+    rnd = random.Random(seed)
+    classes = []
+    for rep in replays:
+        by = {True: [], False: []}
+        for st, names, _ in rep.distinct:
+            by[names is not None and target in names].append(st)
+        classes.append(by)
+    pairs = []
+    for a in (True, False):
+        for b in (True, False):
+            combos = [(x, y) for x in classes[0][a] for y in classes[1][b]]
+            if per_class is not None and len(combos) > per_class:
+                combos = rnd.sample(combos, per_class)
+            pairs += combos
+    finals = tuple(rep.distinct[-1][0] for rep in replays if rep.distinct)
+    if len(finals) == 2 and finals not in pairs:
+        pairs.append(finals)
+    return pairs
+
+
+def _vm_snapshot(vm: VM, tag: str) -> dict | None:
+    snaps = vm.cmd("query-vm-snapshots").get("return", {}).get("snapshots", [])
+    return next((s for s in snaps if s.get("name") == tag), None)
+
+
+def pair_check(system: str, images: list[Path], wp, listed: tuple[bool, bool], work: Path,
+               identity: bool = True,
+               profile: Profile = PROFILE) -> tuple[list[str], list[str]]:
+    """Start a VM on both disks of a crash state pair (``listed``: whether each disk's
+    state lists the operation's target) and check what a user sees:
+
+    - query-vm-snapshots (``identity``: the series) lists the target as partial exactly
+      when one disk has it;
+    - a save (vm1): `loadvm vm1` loads (the op's RAM) when both disks have it, else fails
+      with an error and the VM runs on, and `loadvm vm0` loads (the prep's RAM);
+    - a load (vm0): `loadvm vm0` again loads it (the prep's RAM), however far the crashed
+      load got on each disk;
+    - a delete: `delvm TARGET` again leaves neither disk with it (or says it is not there
+      when neither had it).
+
+    Returns (what was checked, the problems: empty if none)."""
+    problems: list[str] = []
+    did: list[str] = []
+    target = wp.change.target
+    work.mkdir(parents=True, exist_ok=True)
+    vm = vm_for(system, plain_blockdevs(images), work, "load", profile)
+    try:
+        vm.launch()
+        if identity:
+            snap = _vm_snapshot(vm, target)
+            did.append(f"query-vm-snapshots: {target} "
+                       + ("absent" if snap is None else f"partial={snap.get('partial')}"))
+            if any(listed) and snap is None:
+                problems.append(f"query-vm-snapshots does not list {target}")
+            elif snap is not None and bool(snap.get("partial")) != (listed[0] != listed[1]):
+                problems.append(f"query-vm-snapshots: {target} partial={snap.get('partial')} "
+                                f"with disks listing it: {listed}")
+        kind = wp.change.kind
+        if kind is OpKind.CREATE:
+            tries = [(target, SAVED_BY[target])] if all(listed) else []
+            if not all(listed):
+                out = vm.hmp(f"loadvm {target}")
+                did.append(f"loadvm {target}: {out.strip()[:80] or 'ok'}")
+                if not hmp_failed(out):
+                    problems.append(f"loadvm {target} on disks listing it {listed} did "
+                                    f"not fail: {out.strip()!r}")
+                elif vm.status() == "restore-vm":
+                    vm.cmd("cont")
+                tries = [(PREP_TAG, SAVED_BY[PREP_TAG])]
+        elif kind is OpKind.APPLY:
+            tries = [(target, SAVED_BY[target])]
+        else:
+            tries = []
+            out = vm.hmp(f"delvm {target}")
+            did.append(f"delvm {target}: {out.strip()[:80] or 'ok'}")
+            if hmp_failed(out) and any(listed):
+                problems.append(f"delvm {target} again failed: {out.strip()}")
+            if identity and _vm_snapshot(vm, target) is not None:
+                problems.append(f"{target} still listed after delvm {target} again")
+        for tag, owner in tries:
+            out = vm.hmp(f"loadvm {tag}")
+            if hmp_failed(out):
+                problems.append(f"loadvm {tag} failed: {out.strip()}")
+                continue
+            status = vm.status()
+            if status != "running":
+                problems.append(f"after loadvm {tag} the VM is {status}")
+            dump = work / "ram.dump"
+            resp = vm.cmd("pmemsave", val=FILL_AT, size=profile.fill_kb << 10,
+                          filename=str(dump))
+            ram = ram_owner(dump.read_bytes(), work, profile) if "error" not in resp else None
+            dump.unlink(missing_ok=True)
+            did.append(f"loadvm {tag}: {status}, RAM of {ram}")
+            if ram != owner:
+                problems.append(f"loadvm {tag}: the guest holds the RAM of {ram}, not of "
+                                f"{owner}")
+    except (VMError, OSError, EOFError, QMPError, KeyError) as exc:
+        problems.append(f"QEMU: {type(exc).__name__}: {exc}")
+    vm.quit()
+    code = vm.proc.returncode if vm.proc is not None else None
+    if code is not None and code < 0:
+        problems.append(f"QEMU died of signal {-code}: "
+                        f"{_log_tail(work / 'qemu.log', 0)}")
+    return did, problems
+
+
+@dataclass
+class PairResult:
+    """The VM checks of crash-state pairs of a two-disk path."""
+
+    states: tuple[int, int] = (0, 0)  # distinct crash states per disk
+    runs: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"{r['pair']}: {p}" for r in self.runs for p in r["problems"]]
+
+    def to_json(self) -> dict:
+        failed = [r for r in self.runs if r["problems"]]
+        classes: dict[str, int] = {}
+        for r in self.runs:
+            key = "+".join("listed" if x else "absent" for x in r["listed"])
+            classes[key] = classes.get(key, 0) + 1
+        return {"distinct_per_disk": list(self.states), "pairs": len(self.runs),
+                "by_class": classes, "failed_pairs": len(failed), "failures": failed[:20],
+                "examples": [r for r in self.runs if not r["problems"]][:4],
+                "seconds": round(self.seconds, 1)}
+
+
+def pair_states(replays, wp, system: str, work: Path, per_class: int | None, seed: int,
+                identity: bool = True) -> PairResult:
+    """pair_check on the pairs pick_pairs chooses of the two disks' distinct crash states
+    (``replays``: explore's, one per disk)."""
+    t0 = time.monotonic()
+    work.mkdir(parents=True, exist_ok=True)
+    out = PairResult((len(replays[0].distinct), len(replays[1].distinct)))
+    names = [{st: n for st, n, _ in rep.distinct} for rep in replays]
+    images = [work / "pair-disk0.qcow2", work / "pair-disk1.qcow2"]
+    for a, b in pick_pairs(replays, wp.change.target, per_class, seed):
+        listed = tuple(n[st] is not None and wp.change.target in n[st]
+                       for n, st in zip(names, (a, b), strict=True))
+        images[0].write_bytes(replays[0].image(a))
+        images[1].write_bytes(replays[1].image(b))
+        did, problems = pair_check(system, images, wp, listed, work, identity)
+        out.runs.append({"pair": f"disk0 {a.label()} + disk1 {b.label()}",
+                         "listed": list(listed), "did": did, "problems": problems})
+    for p in images:
+        p.unlink(missing_ok=True)
     out.seconds = time.monotonic() - t0
     return out

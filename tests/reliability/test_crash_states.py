@@ -25,8 +25,8 @@ from rig.reliability.explore import explore
 from rig.reliability.invariants import OpKind
 from rig.reliability.modes import mode_of
 from rig.reliability.observe import observe
-from rig.reliability.scenario import BY_NAME, PATHS, prepare
-from rig.reliability.vmops import load_states
+from rig.reliability.scenario import BY_NAME, PATHS, prepare, prepare_disks
+from rig.reliability.vmops import load_states, pair_states
 
 BOUND = cs.Bound()
 
@@ -39,7 +39,7 @@ def pytest_generate_tests(metafunc):
     cases = [pytest.param(b, c, p, id=f"{b}-{c // 1024}k-{p.name}")
              for b in mode.crash_builds for c in mode.crash_cluster_sizes for p in PATHS]
     cases += [pytest.param("patched", 65536, BY_NAME[n], id=f"patched-64k-{n}")
-              for n in mode.crash_vm_paths]
+              for n in mode.crash_vm_paths + mode.crash_2disk_paths]
     metafunc.parametrize("build,cluster_size,wp", cases)
 
 
@@ -47,19 +47,34 @@ def test_crash_states(build, cluster_size, wp, mode, tools, bases, run, test_dir
                       summary, settle):
     base = bases(cluster_size)
     before = base.view
-    pre = prepare(base.path, wp.prep, scratch / "prep.qcow2", system=str(tools.system),
-                  io=tools.patched.io)
-    if wp.prep:  # what the path starts from differs from the base: observe it
-        before = observe(run, pre, tools.patched, [tools.debian], scratch).view
+    more = ()
+    if wp.disks > 1:
+        pre, *others = prepare_disks(base.path, wp.prep, [scratch / f"prep-disk{i}.qcow2"
+                                                          for i in range(wp.disks)],
+                                     system=str(tools.system), io=tools.patched.io)
+        views = [observe(run, p, tools.patched, [tools.debian], scratch).view
+                 for p in (pre, *others)]
+        before, more = views[0], tuple(zip(others, views[1:], strict=True))
+    else:
+        pre = prepare(base.path, wp.prep, scratch / "prep.qcow2", system=str(tools.system),
+                      io=tools.patched.io)
+        if wp.prep:  # what the path starts from differs from the base: observe it
+            before = observe(run, pre, tools.patched, [tools.debian], scratch).view
     result = explore(run, wp, pre, before, tools.patched, [tools.debian], scratch,
                      BOUND, keep=test_dir / "failed-states", identity=build == "patched",
                      runner=tools.build(build), system=str(tools.system),
                      sample=mode.crash_vm_sample.get(wp.name) if wp.vm else None,
-                     seed=mode.seed)
+                     seed=mode.seed, more=more)
     data = result.to_json()
     data.update(build=build, cluster_size=cluster_size, bound=BOUND.describe())
     problems = [f"{f.state}: {p}" for f in result.failures for p in f.problems]
-    if wp.vm and wp.change.kind is OpKind.CREATE and result.replay is not None:
+    if wp.disks == 2 and len(result.replays) == 2:
+        pairs = pair_states(result.replays, wp, str(tools.system), scratch / "pairs",
+                            mode.pairs_per_class, mode.seed, identity=build == "patched")
+        data["pairs"] = pairs.to_json()
+        problems += [f"two disks in a VM: {p}" for p in pairs.problems]
+    if wp.vm and wp.disks == 1 and wp.change.kind is OpKind.CREATE and \
+            result.replay is not None:
         loads = load_states(result.replay, wp.change.target, str(tools.system),
                             scratch / "load", mode.loadvm_states, mode.seed)
         data["loadvm"] = loads.to_json()

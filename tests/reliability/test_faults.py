@@ -16,10 +16,16 @@ from __future__ import annotations
 import pytest
 
 from rig.reliability import known
-from rig.reliability.faults import count_requests, inject, plan
+from rig.reliability.faults import (
+    count_requests,
+    count_requests_disk1,
+    inject,
+    inject_disk1,
+    plan,
+)
 from rig.reliability.modes import mode_of
 from rig.reliability.observe import observe
-from rig.reliability.scenario import BY_NAME, PATHS, prepare
+from rig.reliability.scenario import BY_NAME, PATHS, prepare, prepare_disks
 
 
 def pytest_generate_tests(metafunc):
@@ -29,6 +35,8 @@ def pytest_generate_tests(metafunc):
     cases = [pytest.param(b, p, id=f"{b}-{p.name}") for b in mode.fault_builds for p in PATHS]
     cases += [pytest.param(b, BY_NAME[n], id=f"{b}-{n}") for b in mode.fault_builds
               for n in mode.fault_vm_paths]
+    cases += [pytest.param("patched", BY_NAME[n], id=f"patched-{n}")
+              for n in mode.fault_2disk_paths]
     metafunc.parametrize("build,wp", cases)
 
 
@@ -36,6 +44,10 @@ def test_faults(build, wp, mode, tools, bases, run, test_dir, scratch, summary, 
     base = bases()
     runner = tools.build(build)
     system = str(tools.systems(build))
+    if wp.disks == 2:
+        _faults_2disks(build, wp, mode, tools, base, run, test_dir, scratch, summary, settle,
+                       system)
+        return
     pre = prepare(base.path, wp.prep, scratch / "pre.qcow2", system=str(tools.system),
                   io=tools.patched.io)
     before = base.view if not wp.prep else \
@@ -55,3 +67,26 @@ def test_faults(build, wp, mode, tools, bases, run, test_dir, scratch, summary, 
     summary.add("faults", f"{build}/{wp.name}", data)
     settle(part, problems, f"{len(result.failures)} of {len(result.runs)} injected faults in "
                            f"{wp.name} ({build}) break an invariant", build)
+
+
+def _faults_2disks(build, wp, mode, tools, base, run, test_dir, scratch, summary, settle,
+                   system):
+    """A two-disk VM path with every fault on disk1 (faults.inject_disk1)."""
+    pres = prepare_disks(base.path, wp.prep, [scratch / f"pre-disk{i}.qcow2" for i in (0, 1)],
+                         system=str(tools.system), io=tools.patched.io)
+    befores = [observe(run, p, tools.patched, [tools.debian], scratch).view for p in pres]
+    writes, flushes = count_requests_disk1(run, wp, pres, scratch, system)
+    faults = plan(writes, flushes, mode.fault_errnos, mode.fault_events)
+    result = inject_disk1(run, wp, pres, befores, faults, tools.patched, [tools.debian],
+                          scratch, writes=writes, flushes=flushes, system=system,
+                          identity=build == "patched", keep=test_dir / "failed-runs")
+    data = result.to_json()
+    data.update(build=build, vm=True, disks=2, fault_on="disk1")
+    problems = [f"{r.fault.label()} (exit {r.exit}): {p}" for r in result.failures
+                for p in r.problems]
+    part = f"faults:{wp.name}"
+    ids = known.classify(part, problems) if problems else None
+    data["known_bugs"] = sorted(ids) if ids else []
+    summary.add("faults", f"{build}/{wp.name}", data)
+    settle(part, problems, f"{len(result.failures)} of {len(result.runs)} injected faults on "
+                           f"disk1 of {wp.name} ({build}) break an invariant", build)

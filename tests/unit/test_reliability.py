@@ -333,7 +333,10 @@ def test_every_known_bug_has_a_reproducer_and_a_write_up():
         assert (bugs / f.reproducer).is_file(), f.reproducer
         assert f"## {f.id}:" in text, f.id
     listed = {b.reproducer for b in known.KNOWN} | set(known.reproducers())
-    assert {p.name for p in bugs.glob("*.sh")} == listed  # every reproducer is run
+    assert {p.name for p in bugs.glob("rel-*.sh")} == listed  # every reproducer is run
+    scripts = " ".join(p.read_text() for p in bugs.glob("rel-*.sh"))
+    for helper in bugs.glob("*.sh"):  # and every helper is used by one
+        assert helper.name.startswith("rel-") or helper.name in scripts, helper.name
     assert not {b.id for b in known.KNOWN} & {f.id for f in known.FIXED}
     regressions = suite / "regressions"
     for meta in regressions.glob("*.json"):
@@ -499,3 +502,33 @@ def test_vm_state_size_of_an_old_snapshot_must_not_change():
     problems = verify(before, Change(OpKind.CREATE, "x"),
                       _obs(b.snapshots + (lost,), current=U[3]))
     assert problems == ["snapshot vm0: VM state size 0, was 1000"]
+
+
+def test_pick_pairs_covers_every_class_and_the_final_pair():
+    """Two disks: each class pair (target listed or not on each disk) gets per_class pairs
+    (all when fewer), drawn reproducibly, plus the pair of the final states."""
+    from rig.reliability.explore import Replay
+    from rig.reliability.vmops import pick_pairs
+
+    def replay(listed_flags):
+        rep = Replay(b"", dmlog.Log(512, ()))
+        rep.distinct = [(cs.CrashState(i), ["s1", "vm1"] if f else ["s1"], False)
+                        for i, f in enumerate(listed_flags)]
+        return rep
+
+    reps = [replay([False, False, True, True, True]), replay([False, True, True])]
+    pairs = pick_pairs(reps, "vm1", 2, seed=5)
+    assert pairs == pick_pairs(reps, "vm1", 2, seed=5)
+    final = (cs.CrashState(4), cs.CrashState(2))
+    classes = {}
+    for a, b in pairs:
+        key = (a.boundary >= 2, b.boundary >= 1)
+        classes[key] = classes.get(key, 0) + 1
+    # disk0: 2 absent, 3 listed; disk1: 1 absent, 2 listed: 2 pairs of each class (the
+    # absent+absent class has just 2), and the final pair (listed+listed) if not drawn
+    extra = pairs.count(final) == 1 and pairs.index(final) == len(pairs) - 1 and \
+        classes[(True, True)] == 3
+    assert classes == {(True, True): 2 + extra, (True, False): 2, (False, True): 2,
+                       (False, False): 2}
+    assert final in pairs
+    assert len(pick_pairs(reps, "vm1", None, seed=5)) == 5 * 3

@@ -17,7 +17,7 @@ trap 'rm -rf "$D"' EXIT
 "$IO" -f qcow2 -c 'write -q -P 0x11 0 64k' "$D/c.qcow2" || exit 2
 # The first L2 entry := the active L1 table's cluster: the next write there trips the
 # overlap check
-python3 "$(dirname "$0")/point-l2-at-l1.py" "$D/c.qcow2" || exit 2
+sh "$(dirname "$0")/point-l2-at-l1.sh" "$D/c.qcow2" || exit 2
 printf '%s\n' \
     '{"execute": "qmp_capabilities"}' \
     '{"execute": "blockdev-add", "arguments": {"driver": "qcow2", "node-name": "n0", "file": {"driver": "file", "node-name": "f0", "filename": "'"$D/c.qcow2"'"}}}' \
