@@ -57,16 +57,7 @@ def test_faults(build, wp, mode, tools, bases, run, test_dir, scratch, summary, 
     result = inject(run, wp, pre, before, faults, runner, tools.patched, [tools.debian],
                     scratch, writes=writes, flushes=flushes, identity=build == "patched",
                     keep=test_dir / "failed-runs", system=system)
-    data = result.to_json()
-    data.update(build=build, vm=bool(wp.vm))
-    problems = [f"{r.fault.label()} (exit {r.exit}): {p}" for r in result.failures
-                for p in r.problems]
-    part = f"faults:{wp.name}"
-    ids = known.classify(part, problems) if problems else None
-    data["known_bugs"] = sorted(ids) if ids else []
-    summary.add("faults", f"{build}/{wp.name}", data)
-    settle(part, problems, f"{len(result.failures)} of {len(result.runs)} injected faults in "
-                           f"{wp.name} ({build}) break an invariant", build)
+    _settle(result, wp, build, summary, settle, {"vm": bool(wp.vm)}, "")
 
 
 def _faults_2disks(build, wp, mode, tools, base, run, test_dir, scratch, summary, settle,
@@ -80,13 +71,19 @@ def _faults_2disks(build, wp, mode, tools, base, run, test_dir, scratch, summary
     result = inject_disk1(run, wp, pres, befores, faults, tools.patched, [tools.debian],
                           scratch, writes=writes, flushes=flushes, system=system,
                           identity=build == "patched", keep=test_dir / "failed-runs")
+    _settle(result, wp, build, summary, settle, {"vm": True, "disks": 2, "fault_on": "disk1"},
+            "on disk1 ")
+
+
+def _settle(result, wp, build, summary, settle, extra: dict, where: str) -> None:
+    """Record the path's results and end the test (the settle fixture)."""
     data = result.to_json()
-    data.update(build=build, vm=True, disks=2, fault_on="disk1")
+    data.update(build=build, **extra)
     problems = [f"{r.fault.label()} (exit {r.exit}): {p}" for r in result.failures
                 for p in r.problems]
     part = f"faults:{wp.name}"
     ids = known.classify(part, problems) if problems else None
     data["known_bugs"] = sorted(ids) if ids else []
     summary.add("faults", f"{build}/{wp.name}", data)
-    settle(part, problems, f"{len(result.failures)} of {len(result.runs)} injected faults on "
-                           f"disk1 of {wp.name} ({build}) break an invariant", build)
+    settle(part, problems, f"{len(result.failures)} of {len(result.runs)} injected faults "
+                           f"{where}in {wp.name} ({build}) break an invariant", build)
