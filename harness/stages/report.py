@@ -236,9 +236,8 @@ def _reliability_rows(data) -> list[str]:
                 "leaks or harmless flags (check exit 2) | failed | known bugs |",
                 "|---|---|---|---:|---:|---:|---:|---:|---|"]
         for c in crash.values():
-            log = c.get("log", {})
             out.append(f"| {c.get('build')} | {c.get('cluster_size', 0) // 1024}k | "
-                       f"{c.get('path')} | {log.get('writes', '-')} / {log.get('flushes', '-')}"
+                       f"{c.get('path')} | {_log_cell(c.get('log', {}))}"
                        f" | {c.get('states')} | {c.get('distinct_images')} | "
                        f"{c.get('harmless_inconsistent', 0)} ({c.get('check_exit2_harmless', '-')})"
                        f" | {c.get('failed_states')} | "
@@ -257,6 +256,21 @@ def _reliability_rows(data) -> list[str]:
                            f"{lv.get('new_snapshot')} | {lv.get('previous')} | "
                            f"{lv.get('failed_runs')} |")
             out.append("")
+        pairs = [c for c in crash.values() if c.get("pairs")]
+        if pairs:
+            out += ["**Two disks in a VM** (a crash state per disk; every class pair: the "
+                    "operation's snapshot listed or absent on each disk; query-vm-snapshots "
+                    "partial exactly when one has it, loadvm of a save's snapshot only when "
+                    "both have it, a load or delete done again works)", "",
+                    "| path | distinct states (disk0, disk1) | pairs | by class | failed |",
+                    "|---|---|---:|---|---:|"]
+            for c in pairs:
+                pr = c["pairs"]
+                by = ", ".join(f"{k} {n}" for k, n in (pr.get("by_class") or {}).items())
+                per_disk = ", ".join(map(str, pr.get("distinct_per_disk", [])))
+                out.append(f"| {c.get('path')} | {per_disk} | {pr.get('pairs')} | {by} | "
+                           f"{pr.get('failed_pairs')} |")
+            out.append("")
     faults = data.get("faults") or {}
     if faults:
         out += ["**Fault injection** (blkdebug: every write and flush, errnos "
@@ -265,8 +279,9 @@ def _reliability_rows(data) -> list[str]:
                 "| build | path | writes / flushes | fault runs | op failed | "
                 "failed runs | known bugs |", "|---|---|---:|---:|---:|---:|---|"]
         for f in faults.values():
+            on = " (on disk1)" if f.get("fault_on") else ""
             out.append(f"| {f.get('build')} | {f.get('path')} | {f.get('writes')} / "
-                       f"{f.get('flushes')} | {f.get('runs')} | {f.get('op_failed')} | "
+                       f"{f.get('flushes')}{on} | {f.get('runs')} | {f.get('op_failed')} | "
                        f"{f.get('failed_runs')} | {_known(f.get('known_bugs'))} |")
         out.append("")
     for k in (data.get("kill") or {}).values():
@@ -286,11 +301,19 @@ def _reliability_rows(data) -> list[str]:
                 f"{z.get('examples')} | {z.get('executions')} | {z.get('seconds')} | "
                 f"{z.get('exec_per_second')} | {hits or '-'} | "
                 f"{'**yes**: ' + failure.get('kept', '') if failure else 'no'} |", ""]
-    bugs = data.get("bugs") or []
-    if bugs:
+    bugs, fixed = data.get("bugs") or [], data.get("fixed_bugs") or []
+    if bugs or fixed:
         out += ["Bugs found (tests/reliability/bugs/BUGS.md has the reproducers):"]
-        out += [f"- **{b['id']}** ({b['origin']}): {b['title']}" for b in bugs]
+        out += [f"- **{b['id']}** ({b['origin']}, open): {b['title']}" for b in bugs]
+        out += [f"- **{b['id']}**: fixed by `{b['fixed_by']}`" for b in fixed]
     return out
+
+
+def _log_cell(log: dict) -> str:
+    """Writes / flushes of a path's log; per disk for a path with several."""
+    if "writes" in log or not log:
+        return f"{log.get('writes', '-')} / {log.get('flushes', '-')}"
+    return ", ".join(f"{disk} {c.get('writes')} / {c.get('flushes')}" for disk, c in log.items())
 
 
 def _section_tests(layout: Layout) -> list[str]:

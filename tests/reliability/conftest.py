@@ -89,6 +89,8 @@ def pytest_sessionfinish(session, exitstatus):
     s = getattr(session.config, "_reliability_summary", None)
     if s is not None:
         s.sections["bugs"] = [asdict(b) for b in known_bugs.KNOWN]
+        s.sections["fixed_bugs"] = [{"id": b.id, "fixed_by": b.fixed_by}
+                                    for b in known_bugs.FIXED]
         s.write()
 
 
