@@ -376,23 +376,40 @@ def test_report_renders_each_part(tmp_path):
                 "log": {"writes": 38, "flushes": 14}, "states": 484, "distinct_images": 30,
                 "failed_states": 0, "known_bugs": [], "bound": "b",
                 "loadvm": {"states": 30, "loaded": 12, "new_snapshot": 2, "previous": 10,
-                           "failed_runs": 0}}},
+                           "failed_runs": 0}},
+                "patched/64k/hmp-delvm-2disks": {
+                "build": "patched", "cluster_size": 65536, "path": "hmp-delvm-2disks",
+                "log": {"disk0": {"writes": 7, "flushes": 7}, "disk1": {"writes": 7,
+                                                                        "flushes": 7}},
+                "states": 60, "distinct_images": 26, "failed_states": 0, "known_bugs": [],
+                "bound": "b",
+                "pairs": {"distinct_per_disk": [13, 13], "pairs": 9, "failed_pairs": 0,
+                          "by_class": {"listed+listed": 2, "absent+absent": 3}}}},
             "faults": {"patched/snapshot-a": {"build": "patched", "path": "snapshot-a",
                                               "writes": 6, "flushes": 7, "runs": 15,
                                               "op_failed": 5, "failed_runs": 2,
-                                              "known_bugs": ["REL-1"]}},
+                                              "known_bugs": ["REL-1"]},
+                       "patched/hmp-savevm-2disks": {"build": "patched", "fault_on": "disk1",
+                                                     "path": "hmp-savevm-2disks", "writes": 13,
+                                                     "flushes": 8, "runs": 23, "op_failed": 11,
+                                                     "failed_runs": 0, "known_bugs": []}},
             "kill": {"k": {"runs": 4, "snapshot_complete": 2, "snapshot_absent": 2,
                            "failed_runs": 0}},
             "fuzz": {"f": {"build": "patched", "examples": 40, "executions": 280,
                            "seconds": 30, "exec_per_second": 9.3,
                            "known_bug_hits": {"REL-4": 1}, "failure": None}},
-            "bugs": [{"id": "REL-1", "origin": "upstream", "title": "t"}]}
+            "bugs": [{"id": "REL-1", "origin": "upstream", "title": "t"}],
+            "fixed_bugs": [{"id": "REL-6", "fixed_by": "qcow2: Free the state"}]}
     text = "\n".join(report._reliability_rows(json.loads(json.dumps(data))))
     assert "| patched | 64k | snapshot-c | 12 / 8 | 48 | 16 | 13 (3) | 0 | - |" in text
     assert "| qmp-snapshot-save | 30 | 12 | 2 | 10 | 0 |" in text
     assert "| patched | snapshot-a | 6 / 7 | 15 | 5 | 2 | REL-1 |" in text
     assert "| 4 | 2 | 2 | 0 | - |" in text and "REL-4 x1" in text
-    assert "**REL-1** (upstream): t" in text
+    assert "**REL-1** (upstream, open): t" in text
+    assert "| patched | 64k | hmp-delvm-2disks | disk0 7 / 7, disk1 7 / 7 | 60 | 26 |" in text
+    assert "| hmp-delvm-2disks | 13, 13 | 9 | listed+listed 2, absent+absent 3 | 0 |" in text
+    assert "| patched | hmp-savevm-2disks | 13 / 8 (on disk1) | 23 | 11 | 0 | - |" in text
+    assert "**REL-6**: fixed by `qcow2: Free the state`" in text
 
 
 # -- the VM paths (lib/vmops.py, invariants.runstate) -------------------------------------
