@@ -279,7 +279,7 @@ def _reliability_rows(data) -> list[str]:
                 "| build | path | writes / flushes | fault runs | op failed | "
                 "failed runs | known bugs |", "|---|---|---:|---:|---:|---:|---|"]
         for f in faults.values():
-            on = " (on disk1)" if f.get("fault_on") else ""
+            on = f" (on {f['fault_on']})" if f.get("fault_on") else ""
             out.append(f"| {f.get('build')} | {f.get('path')} | {f.get('writes')} / "
                        f"{f.get('flushes')}{on} | {f.get('runs')} | {f.get('op_failed')} | "
                        f"{f.get('failed_runs')} | {_known(f.get('known_bugs'))} |")

@@ -139,6 +139,13 @@ def states(log: Log, bound: Bound = Bound()) -> Iterator[CrashState]:
             yield from emit(CrashState(end, omit, kind="reorder"))
 
 
+def last_write_end(log: Log) -> int:
+    """The boundary just after the log's last write or discard (0 if none): from there on,
+    every state with nothing omitted or torn is the image the operation left."""
+    ends = [e.index + 1 for e in log.entries if e.is_write or e.is_discard]
+    return ends[-1] if ends else 0
+
+
 def image_bytes(base: bytes, log: Log, state: CrashState) -> bytes:
     """The image file after ``state``: ``base`` (the image before the operation) with the
     persisted writes applied in log order (a later write to the same bytes wins)."""

@@ -34,6 +34,7 @@ class Replay:
     pre: bytes
     log: dmlog.Log
     distinct: list[tuple[cs.CrashState, list[str] | None, bool]] = field(default_factory=list)
+    final: cs.CrashState | None = None  # every write persisted: what the operation left
 
     def image(self, state: cs.CrashState) -> bytes:
         return cs.image_bytes(self.pre, self.log, state)
@@ -48,6 +49,7 @@ class PathResult:
     states: int = 0  # crash states generated
     by_kind: dict = field(default_factory=dict)
     distinct: int = 0  # distinct images checked
+    final_checked: int = 0  # states checked as the complete operation (per disk: 1 each)
     inconsistent: int = 0  # passed, but check found leaks or harmless flag mismatches
     check_exit2: int = 0  # of those, check exited 2 (only OFLAG_COPIED on unshared clusters)
     failures: list[Failure] = field(default_factory=list)
@@ -59,7 +61,8 @@ class PathResult:
     def to_json(self) -> dict:
         return {"path": self.path, "op_exit": self.op_exit, "log": self.log,
                 "epochs": self.epochs, "states": self.states, "by_kind": self.by_kind,
-                "distinct_images": self.distinct, "harmless_inconsistent": self.inconsistent,
+                "distinct_images": self.distinct, "final_checked": self.final_checked,
+                "harmless_inconsistent": self.inconsistent,
                 "check_exit2_harmless": self.check_exit2,
                 "failed_states": len(self.failures),
                 "failures": [f.to_json() for f in self.failures[:20]],
@@ -158,6 +161,9 @@ def _explore_log(res: PathResult, run: Runner, wp: WritePath, pre_bytes: bytes,
         return None
     seen: dict[str, list[str]] = {}
     chosen = None
+    # the final state: every write persisted (the log ends with flushes, which change no
+    # byte, so no state's boundary is the log's end)
+    replay.final = cs.CrashState(cs.last_write_end(log))
     states = list(cs.states(log, bound))
     keys = [cs.digest(cs.image_bytes(pre_bytes, log, st)) for st in states]
     if sample is not None:
@@ -168,7 +174,7 @@ def _explore_log(res: PathResult, run: Runner, wp: WritePath, pre_bytes: bytes,
     for st, key in zip(states, keys, strict=True):
         res.states += 1
         res.by_kind[st.kind] = res.by_kind.get(st.kind, 0) + 1
-        final = st.boundary == len(log.entries) and not st.omitted and not st.torn
+        final = st.boundary >= replay.final.boundary and not st.omitted and not st.torn
         if key in seen and not final:
             continue
         if chosen is not None and key not in chosen and not final:
@@ -181,6 +187,7 @@ def _explore_log(res: PathResult, run: Runner, wp: WritePath, pre_bytes: bytes,
         obs = observe(run, state_img, patched, peers, work)
         problems = verify(before, wp.change, obs, final=final,
                           reported=op_exit if final else None, identity=identity)
+        res.final_checked += final
         if not problems and any(c.code != 0 for c in obs.checks.values()):
             res.inconsistent += 1
             if any(c.code == 2 for c in obs.checks.values()):

@@ -138,52 +138,57 @@ def inject(run: Runner, wp: WritePath, pre: Path, before: ImageView, faults: lis
 # -- two disks: a fault on the second disk, after the first one took the change -----------
 
 
-def count_requests_disk1(run: Runner, wp: WritePath, pres: list[Path], work: Path,
-                         system: str) -> tuple[int, int]:
-    """(writes, flushes) a two-disk VM path makes on disk1, from a run with both disks on
-    blklogwrites."""
+def count_requests_disk(run: Runner, wp: WritePath, pres: list[Path], work: Path,
+                        system: str, on: int) -> tuple[int, int]:
+    """(writes, flushes) a two-disk VM path makes on disk ``on``, from a run with both
+    disks on blklogwrites."""
     from .vmops import blklogwrites_blockdev, run_path
     images = [work / f"count-disk{i}.qcow2" for i in range(2)]
     logs = [work / f"count-disk{i}.log" for i in range(2)]
-    for img, log, pre in zip(images, logs, pres, strict=True):
-        img.write_bytes(pre.read_bytes())
-        log.write_bytes(b"")
-    vmrun = run_path(system, wp, tuple(blklogwrites_blockdev(img, log, f"disk{i}")
-                                       for i, (img, log) in enumerate(zip(images, logs,
-                                                                          strict=True))),
-                     work)
-    if vmrun.result.returncode != 0 or vmrun.problems:
-        raise RuntimeError(f"{wp.name} fails without a fault: {vmrun.result.first_lines()} "
-                           f"{' / '.join(vmrun.problems or [])}")
-    counts = dmlog.parse_file(logs[1]).counts()
-    for p in images + logs:
-        p.unlink()
+    try:
+        for img, log, pre in zip(images, logs, pres, strict=True):
+            img.write_bytes(pre.read_bytes())
+            log.write_bytes(b"")
+        vmrun = run_path(system, wp, tuple(
+            blklogwrites_blockdev(img, log, f"disk{i}")
+            for i, (img, log) in enumerate(zip(images, logs, strict=True))), work)
+        if vmrun.result.returncode != 0 or vmrun.problems:
+            raise RuntimeError(f"{wp.name} fails without a fault: "
+                               f"{vmrun.result.first_lines()} "
+                               f"{' / '.join(vmrun.problems or [])}")
+        counts = dmlog.parse_file(logs[on]).counts()
+    finally:
+        for p in images + logs:
+            p.unlink(missing_ok=True)
     return counts["writes"], counts["flushes"]
 
 
-def inject_disk1(run: Runner, wp: WritePath, pres: list[Path], befores: list[ImageView],
-                 faults: list[Fault], patched: Tool, peers: list[Tool], work: Path, *,
-                 writes: int, flushes: int, system: str, identity: bool = True,
-                 keep: Path | None = None, pairs: bool = True) -> FaultsResult:
-    """Each fault on disk1 of a two-disk VM path (disk0 plain, so it may have taken the
-    change when disk1 fails). Per disk, the image invariants; the operation's answer holds
-    for both disks when it succeeded (each has the change, complete), and when it failed:
-    a save leaves vm1 on neither disk (it deletes what it created), and a load or a delete
-    may have changed one disk, but doing it again in a VM on the two images must work
-    (vmops.pair_check, also run after every fault when ``pairs``)."""
+def inject_disk(run: Runner, wp: WritePath, pres: list[Path], befores: list[ImageView],
+                faults: list[Fault], patched: Tool, peers: list[Tool], work: Path, *,
+                on: int, writes: int, flushes: int, system: str, identity: bool = True,
+                keep: Path | None = None) -> FaultsResult:
+    """Each fault on disk ``on`` (0 or 1) of a two-disk VM path, the other disk plain. The
+    operations act on disk0, then on disk1 (block/snapshot.c), so with a fault on disk1,
+    disk0 may have taken the change already. Per disk, the image invariants; the answer
+    holds for the disk acted on last (disk1: once it committed, the whole operation did,
+    and a failure may not be reported), a success must be complete on both; a failed save
+    leaves vm1 on neither disk (it deletes what it created); then, in a VM on copies of the
+    two images, vmops.pair_check (a load or delete done again works, ...)."""
     from .invariants import OpKind
     from .vmops import blkdebug_blockdev, pair_check, plain_blockdev, run_path
     t0 = time.monotonic()
     out = FaultsResult(wp.name, writes, flushes)
     images, conf = [work / f"fault-disk{i}.qcow2" for i in range(2)], work / "rules.conf"
+    copies = [work / "pair" / f"disk{i}.qcow2" for i in range(2)]
+    (work / "pair").mkdir(parents=True, exist_ok=True)
     target = wp.change.target
     for fault in faults:
         for img, pre in zip(images, pres, strict=True):
             img.write_bytes(pre.read_bytes())
         conf.write_text(rules(fault))
-        disk1 = blkdebug_blockdev(images[1], conf).replace("node-name=disk0",
-                                                           "node-name=disk1")
-        vmrun = run_path(system, wp, (plain_blockdev(images[0]), disk1), work)
+        disks = tuple(blkdebug_blockdev(img, conf, f"disk{i}") if i == on else
+                      plain_blockdev(img, f"disk{i}") for i, img in enumerate(images))
+        vmrun = run_path(system, wp, disks, work)
         op, reported, crash = vmrun.result, vmrun.reported, vmrun.crash
         problems = [f"the operation crashed: {crash}"] if crash else []
         problems += vmrun.problems or []
@@ -191,8 +196,7 @@ def inject_disk1(run: Runner, wp: WritePath, pres: list[Path], befores: list[Ima
         listed = []
         for i, (img, before) in enumerate(zip(images, befores, strict=True)):
             obs = observe(run, img, patched, peers, work)
-            # the answer is the VM's, for both disks: a success must be complete on each
-            rep = reported if reported == 0 else None
+            rep = reported if reported == 0 or i == len(images) - 1 else None
             problems += [f"disk{i}: {p}" for p in verify(before, wp.change, obs, reported=rep,
                                                          final=control, identity=identity)]
             listed.append(obs.view is not None and target in obs.view.names())
@@ -201,18 +205,20 @@ def inject_disk1(run: Runner, wp: WritePath, pres: list[Path], befores: list[Ima
         if control and op.returncode != 0:
             problems.append(f"no request failed, yet it exited {op.returncode}: "
                             f"{op.first_lines()}")
-        if pairs and not crash:
-            _, again = pair_check(system, images, wp, tuple(listed), work / "pair",
-                                  identity)
+        if not crash:
+            for img, copy in zip(images, copies, strict=True):
+                copy.write_bytes(img.read_bytes())
+            _, again = pair_check(system, copies, wp, tuple(listed), work / "pair", identity)
             problems += [f"then in a VM: {p}" for p in again]
         out.runs.append(FaultRun(fault, op.returncode, op.first_lines(2), problems, control))
         if problems and keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
             name = fault.label().replace(" ", "-").replace("#", "")
             for i, img in enumerate(images):
-                (keep / f"{wp.name}-{name}-disk{i}.qcow2").write_bytes(img.read_bytes())
-            (keep / f"{wp.name}-{name}.conf").write_text(rules(fault))
-    for img in images:
+                (keep / f"{wp.name}-on-disk{on}-{name}-disk{i}.qcow2").write_bytes(
+                    img.read_bytes())
+            (keep / f"{wp.name}-on-disk{on}-{name}.conf").write_text(rules(fault))
+    for img in images + copies:
         img.unlink(missing_ok=True)
     out.seconds = time.monotonic() - t0
     return out

@@ -142,7 +142,7 @@ def prepare_disks(path: Path, prep: str | None, dests: list[Path], *, system: st
         shutil.copyfile(path, d)
     if prep == "vm-snapshot":
         from .vmops import prepare_vm_snapshot
-        prepare_vm_snapshot(system, io, dests[0], dests[0].parent, more=dests[1:])
+        prepare_vm_snapshot(system, io, dests[0], dests[0].parent, more=tuple(dests[1:]))
     elif prep is not None:
         raise ValueError(f"prep {prep!r} is for one disk")
     return dests

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rig import waiting
@@ -58,7 +58,7 @@ class VM:
     bios: Path | None = None  # a firmware image instead of SeaBIOS (vmops.stub_bios)
     paused: bool = True  # -S: the CPUs never run
     pidfd: int | None = None
-    _sockdir: Path | None = None
+    _sockdir: Path | None = field(default=None, init=False, repr=False)
 
     @property
     def sockdir(self) -> Path:

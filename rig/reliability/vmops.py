@@ -100,8 +100,8 @@ def blklogwrites_blockdev(image: Path, log: Path, node: str = "disk0") -> str:
             "file.log-sector-size=512,file.log-super-update-interval=1")
 
 
-def blkdebug_blockdev(image: Path, rules: Path) -> str:
-    return (f"driver=qcow2,node-name=disk0,file.driver=blkdebug,file.config={rules},"
+def blkdebug_blockdev(image: Path, rules: Path, node: str = "disk0") -> str:
+    return (f"driver=qcow2,node-name={node},file.driver=blkdebug,file.config={rules},"
             f"file.image.driver=file,file.image.filename={image}")
 
 
@@ -216,7 +216,7 @@ def _log_tail(log: Path, start: int, n: int = 2) -> str:
 
 
 def prepare_vm_snapshot(system: str, io: str, image: Path, work: Path,
-                        profile: Profile = PROFILE, more: list[Path] = ()) -> Path:
+                        profile: Profile = PROFILE, more: tuple[Path, ...] = ()) -> Path:
     """The load paths' and save paths' pre-operation image, made from ``image`` in place:
     savevm vm0 in the VM (role "prep", so vm0 holds the prep fill), then a write to the
     active layer (PREP_WRITE) so that loading vm0 changes what the disk reads. ``more``:
@@ -326,29 +326,30 @@ def load_states(replay, new_tag: str, system: str, work: Path, count: int | None
 
 
 def pick_pairs(replays, target: str, per_class: int | None, seed: int) -> list[tuple]:
-    """Pairs (state of disk0, state of disk1) of distinct crash states to start a VM on.
-    Each disk's states fall into two classes, whether its reader lists ``target`` (the
-    snapshot the operation makes, applies or deletes); a VM's behaviour depends on the
-    disks only through that and through what the per-disk invariants already checked in
-    every state. So every class pair is tried, with ``per_class`` pairs each (None: every
-    pair), drawn with ``seed``, and the pair of the final states always."""
+    """Pairs (state of disk0, state of disk1) of distinct crash states to start a VM on
+    (states the reader could not read, or that broke an invariant, are left out: they
+    failed already). Always the "L" a sequential operation can leave (the operations act on
+    disk0, flush, then on disk1): every state of disk0 with disk1 untouched, and the final
+    state of disk0 with every state of disk1. Then, per class pair (whether each disk's
+    state lists ``target``), ``per_class`` more pairs (None: all) drawn with ``seed``:
+    pairs off the L too (a load, whose refcount updates of disk0 may reach the disk after
+    disk1's writes; an order nobody promised)."""
     rnd = random.Random(seed)
-    classes = []
-    for rep in replays:
-        by = {True: [], False: []}
-        for st, names, _ in rep.distinct:
-            by[names is not None and target in names].append(st)
-        classes.append(by)
-    pairs = []
-    for a in (True, False):
-        for b in (True, False):
-            combos = [(x, y) for x in classes[0][a] for y in classes[1][b]]
+    usable = [[st for st, names, failed in rep.distinct if names is not None and not failed]
+              for rep in replays]
+    initial = [cs0 for cs0 in usable[1] if cs0.boundary == 0 and not cs0.omitted]
+    pairs = [(a, initial[0]) for a in usable[0]] if initial else []
+    final0 = replays[0].final
+    pairs += [(final0, b) for b in usable[1] if (final0, b) not in pairs]
+    names = [{st: n for st, n, _ in rep.distinct} for rep in replays]
+    for a_listed in (True, False):
+        for b_listed in (True, False):
+            combos = [(x, y) for x in usable[0] if (target in names[0][x]) == a_listed
+                      for y in usable[1] if (target in names[1][y]) == b_listed]
+            combos = [c for c in combos if c not in pairs]
             if per_class is not None and len(combos) > per_class:
                 combos = rnd.sample(combos, per_class)
             pairs += combos
-    finals = tuple(rep.distinct[-1][0] for rep in replays if rep.distinct)
-    if len(finals) == 2 and finals not in pairs:
-        pairs.append(finals)
     return pairs
 
 
@@ -381,6 +382,11 @@ def pair_check(system: str, images: list[Path], wp, listed: tuple[bool, bool], w
     try:
         vm.launch()
         if identity:
+            data = vm.cmd("query-vm-snapshots").get("return", {})
+            current = data.get("current")
+            if current is not None and current not in {
+                    x.get("uuid") for x in data.get("snapshots", [])}:
+                problems.append(f"query-vm-snapshots: current {current} is not listed")
             snap = _vm_snapshot(vm, target)
             did.append(f"query-vm-snapshots: {target} "
                        + ("absent" if snap is None else f"partial={snap.get('partial')}"))
@@ -398,7 +404,9 @@ def pair_check(system: str, images: list[Path], wp, listed: tuple[bool, bool], w
                 if not hmp_failed(out):
                     problems.append(f"loadvm {target} on disks listing it {listed} did "
                                     f"not fail: {out.strip()!r}")
-                elif vm.status() == "restore-vm":
+                elif vm.status() != "running":  # refused before anything was loaded
+                    problems.append(f"after the refused loadvm {target} the VM is "
+                                    f"{vm.status()}")
                     vm.cmd("cont")
                 tries = [(PREP_TAG, SAVED_BY[PREP_TAG])]
         elif kind is OpKind.APPLY:
@@ -430,7 +438,8 @@ def pair_check(system: str, images: list[Path], wp, listed: tuple[bool, bool], w
                                 f"{owner}")
     except (VMError, OSError, EOFError, QMPError, KeyError) as exc:
         problems.append(f"QEMU: {type(exc).__name__}: {exc}")
-    vm.quit()
+    finally:
+        vm.quit()
     code = vm.proc.returncode if vm.proc is not None else None
     if code is not None and code < 0:
         problems.append(f"QEMU died of signal {-code}: "

@@ -18,9 +18,9 @@ import pytest
 from rig.reliability import known
 from rig.reliability.faults import (
     count_requests,
-    count_requests_disk1,
+    count_requests_disk,
     inject,
-    inject_disk1,
+    inject_disk,
     plan,
 )
 from rig.reliability.modes import mode_of
@@ -32,21 +32,22 @@ def pytest_generate_tests(metafunc):
     if "wp" not in metafunc.fixturenames:
         return
     mode = mode_of(metafunc.config)
-    cases = [pytest.param(b, p, id=f"{b}-{p.name}") for b in mode.fault_builds for p in PATHS]
-    cases += [pytest.param(b, BY_NAME[n], id=f"{b}-{n}") for b in mode.fault_builds
-              for n in mode.fault_vm_paths]
-    cases += [pytest.param("patched", BY_NAME[n], id=f"patched-{n}")
-              for n in mode.fault_2disk_paths]
-    metafunc.parametrize("build,wp", cases)
+    paths = [*PATHS, *(BY_NAME[n] for n in mode.fault_vm_paths)]
+    cases = [pytest.param(b, p, None, id=f"{b}-{p.name}") for b in mode.fault_builds
+             for p in paths]
+    # two disks: the fault on disk1 (disk0 may have taken the change) and on disk0
+    cases += [pytest.param("patched", BY_NAME[n], on, id=f"patched-{n}-on-disk{on}")
+              for n in mode.fault_2disk_paths for on in (1, 0)]
+    metafunc.parametrize("build,wp,on", cases)
 
 
-def test_faults(build, wp, mode, tools, bases, run, test_dir, scratch, summary, settle):
+def test_faults(build, wp, on, mode, tools, bases, run, test_dir, scratch, summary, settle):
     base = bases()
     runner = tools.build(build)
     system = str(tools.systems(build))
     if wp.disks == 2:
-        _faults_2disks(build, wp, mode, tools, base, run, test_dir, scratch, summary, settle,
-                       system)
+        _faults_2disks(build, wp, on, mode, tools, base, run, test_dir, scratch, summary,
+                       settle, system)
         return
     pre = prepare(base.path, wp.prep, scratch / "pre.qcow2", system=str(tools.system),
                   io=tools.patched.io)
@@ -60,22 +61,24 @@ def test_faults(build, wp, mode, tools, bases, run, test_dir, scratch, summary, 
     _settle(result, wp, build, summary, settle, {"vm": bool(wp.vm)}, "")
 
 
-def _faults_2disks(build, wp, mode, tools, base, run, test_dir, scratch, summary, settle,
+def _faults_2disks(build, wp, on, mode, tools, base, run, test_dir, scratch, summary, settle,
                    system):
-    """A two-disk VM path with every fault on disk1 (faults.inject_disk1)."""
+    """A two-disk VM path with every fault on disk ``on`` (faults.inject_disk)."""
     pres = prepare_disks(base.path, wp.prep, [scratch / f"pre-disk{i}.qcow2" for i in (0, 1)],
                          system=str(tools.system), io=tools.patched.io)
     befores = [observe(run, p, tools.patched, [tools.debian], scratch).view for p in pres]
-    writes, flushes = count_requests_disk1(run, wp, pres, scratch, system)
+    writes, flushes = count_requests_disk(run, wp, pres, scratch, system, on)
     faults = plan(writes, flushes, mode.fault_errnos, mode.fault_events)
-    result = inject_disk1(run, wp, pres, befores, faults, tools.patched, [tools.debian],
-                          scratch, writes=writes, flushes=flushes, system=system,
-                          identity=build == "patched", keep=test_dir / "failed-runs")
-    _settle(result, wp, build, summary, settle, {"vm": True, "disks": 2, "fault_on": "disk1"},
-            "on disk1 ")
+    result = inject_disk(run, wp, pres, befores, faults, tools.patched, [tools.debian],
+                         scratch, on=on, writes=writes, flushes=flushes, system=system,
+                         identity=build == "patched", keep=test_dir / "failed-runs")
+    _settle(result, wp, build, summary, settle, {"vm": True, "disks": 2,
+                                                 "fault_on": f"disk{on}"},
+            f"on disk{on} ", key=f"{build}/{wp.name}/on-disk{on}")
 
 
-def _settle(result, wp, build, summary, settle, extra: dict, where: str) -> None:
+def _settle(result, wp, build, summary, settle, extra: dict, where: str,
+            key: str | None = None) -> None:
     """Record the path's results and end the test (the settle fixture)."""
     data = result.to_json()
     data.update(build=build, **extra)
@@ -84,6 +87,6 @@ def _settle(result, wp, build, summary, settle, extra: dict, where: str) -> None
     part = f"faults:{wp.name}"
     ids = known.classify(part, problems) if problems else None
     data["known_bugs"] = sorted(ids) if ids else []
-    summary.add("faults", f"{build}/{wp.name}", data)
+    summary.add("faults", key or f"{build}/{wp.name}", data)
     settle(part, problems, f"{len(result.failures)} of {len(result.runs)} injected faults "
                            f"{where}in {wp.name} ({build}) break an invariant", build)

@@ -521,31 +521,32 @@ def test_vm_state_size_of_an_old_snapshot_must_not_change():
     assert problems == ["snapshot vm0: VM state size 0, was 1000"]
 
 
-def test_pick_pairs_covers_every_class_and_the_final_pair():
-    """Two disks: each class pair (target listed or not on each disk) gets per_class pairs
-    (all when fewer), drawn reproducibly, plus the pair of the final states."""
+def test_pick_pairs_covers_the_L_and_every_class():
+    """Two disks: the pairs a sequential operation can leave (every state of disk0 with
+    disk1 untouched, disk0's final state with every state of disk1), then per class pair
+    (the target listed or not on each disk) per_class more, drawn reproducibly; states
+    that are unreadable or broke an invariant are left out."""
     from rig.reliability.explore import Replay
     from rig.reliability.vmops import pick_pairs
 
-    def replay(listed_flags):
+    def replay(listed_flags, final):
         rep = Replay(b"", dmlog.Log(512, ()))
         rep.distinct = [(cs.CrashState(i), ["s1", "vm1"] if f else ["s1"], False)
                         for i, f in enumerate(listed_flags)]
+        rep.distinct.append((cs.CrashState(99), None, False))  # unreadable: left out
+        rep.distinct.append((cs.CrashState(98), ["s1"], True))  # failed: left out
+        rep.final = cs.CrashState(final)
         return rep
 
-    reps = [replay([False, False, True, True, True]), replay([False, True, True])]
-    pairs = pick_pairs(reps, "vm1", 2, seed=5)
-    assert pairs == pick_pairs(reps, "vm1", 2, seed=5)
-    final = (cs.CrashState(4), cs.CrashState(2))
-    classes = {}
-    for a, b in pairs:
-        key = (a.boundary >= 2, b.boundary >= 1)
-        classes[key] = classes.get(key, 0) + 1
-    # disk0: 2 absent, 3 listed; disk1: 1 absent, 2 listed: 2 pairs of each class (the
-    # absent+absent class has just 2), and the final pair (listed+listed) if not drawn
-    extra = pairs.count(final) == 1 and pairs.index(final) == len(pairs) - 1 and \
-        classes[(True, True)] == 3
-    assert classes == {(True, True): 2 + extra, (True, False): 2, (False, True): 2,
-                       (False, False): 2}
-    assert final in pairs
+    st = cs.CrashState
+    reps = [replay([False, False, True, True, True], 4), replay([False, True, True], 2)]
+    pairs = pick_pairs(reps, "vm1", 1, seed=5)
+    assert pairs == pick_pairs(reps, "vm1", 1, seed=5)
+    ell = [(st(i), st(0)) for i in range(5)] + [(st(4), st(1)), (st(4), st(2))]
+    assert pairs[:len(ell)] == ell
+    rest = pairs[len(ell):]
+    # off the L: one more of each class that still has pairs left
+    classes = {(a.boundary >= 2, b.boundary >= 1) for a, b in rest}
+    assert classes == {(True, True), (False, True)} and len(rest) == 2
+    assert not any(p.boundary in (98, 99) for pair in pairs for p in pair)
     assert len(pick_pairs(reps, "vm1", None, seed=5)) == 5 * 3
