@@ -94,6 +94,19 @@ def ram_owner(data: bytes, work: Path, profile: Profile = PROFILE) -> str | None
     return None
 
 
+def guest_ram(vm: VM, work: Path, profile: Profile = PROFILE) -> str | None:
+    """The role whose fill the running guest holds (a `pmemsave` of the filled range), or
+    None (another fill, or the dump failed)."""
+    dump = work / "ram.dump"
+    resp = vm.cmd("pmemsave", val=FILL_AT, size=profile.fill_kb << 10, filename=str(dump))
+    if "error" in resp:
+        return None
+    try:
+        return ram_owner(dump.read_bytes(), work, profile)
+    finally:
+        dump.unlink(missing_ok=True)
+
+
 def blklogwrites_blockdev(image: Path, log: Path, node: str = "disk0") -> str:
     return (f"driver=qcow2,node-name={node},file.driver=blklogwrites,file.file.driver=file,"
             f"file.file.filename={image},file.log.driver=file,file.log.filename={log},"
@@ -178,12 +191,7 @@ def run_vm_op(system: str, disk: Disks, steps: tuple, work: Path, *, kind: OpKin
                 vm.cmd("cont")
                 resumed = vm.status()
             if load_tag is not None and code == 0:
-                dump = work / "ram.dump"
-                resp = vm.cmd("pmemsave", val=FILL_AT, size=profile.fill_kb << 10,
-                              filename=str(dump))
-                if "error" not in resp:
-                    ram = ram_owner(dump.read_bytes(), work, profile)
-                    dump.unlink(missing_ok=True)
+                ram = guest_ram(vm, work, profile)
         except (OSError, EOFError, QMPError, KeyError) as exc:
             error += f" (then query-status: {type(exc).__name__}: {exc})"
     vm.quit()
@@ -427,11 +435,7 @@ def pair_check(system: str, images: list[Path], wp, listed: tuple[bool, bool], w
             status = vm.status()
             if status != "running":
                 problems.append(f"after loadvm {tag} the VM is {status}")
-            dump = work / "ram.dump"
-            resp = vm.cmd("pmemsave", val=FILL_AT, size=profile.fill_kb << 10,
-                          filename=str(dump))
-            ram = ram_owner(dump.read_bytes(), work, profile) if "error" not in resp else None
-            dump.unlink(missing_ok=True)
+            ram = guest_ram(vm, work, profile)
             did.append(f"loadvm {tag}: {status}, RAM of {ram}")
             if ram != owner:
                 problems.append(f"loadvm {tag}: the guest holds the RAM of {ram}, not of "
